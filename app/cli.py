@@ -1,0 +1,49 @@
+"""`backpath serve | export-openapi`: the command line of the service."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="backpath")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the FHIR server with uvicorn")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    export = commands.add_parser("export-openapi", help="write the OpenAPI document")
+    export.add_argument("--output", default="openapi/openapi.json")
+    args = parser.parse_args(argv)
+
+    if args.command == "serve":
+        import uvicorn
+
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            access_log=False,  # our middleware logs requests without query strings
+            log_config=None,
+        )
+    elif args.command == "export-openapi":
+        Path(args.output).write_text(openapi_document() + "\n")
+        print(f"wrote {args.output}", file=sys.stderr)
+
+
+def openapi_document() -> str:
+    """The OpenAPI document of the app, deterministic (sorted keys) so a stale copy is detectable."""
+    from app.main import create_app
+
+    return json.dumps(create_app().openapi(), indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main()

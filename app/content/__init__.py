@@ -1,0 +1,1 @@
+"""Content loading: the FHIR JSON under plandefinitions/ and fhir_profiles/."""

@@ -1,0 +1,1 @@
+"""Pure FHIR domain code: models, outcomes, bundles, search parameters. No I/O."""

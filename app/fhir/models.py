@@ -1,0 +1,119 @@
+"""FHIR R4 resources as plain JSON, validated with the `fhir.resources` R4B models.
+
+Resources travel through BackPath as plain dicts: validated once on write, then stored and served
+as bytes, so reads never pay for model construction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from importlib import resources as package_data
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
+
+from app.fhir.outcome import ErrorCategory, FhirError, Issue
+
+__all__ = [
+    "RESOURCE_TYPES",
+    "SUBSETTED_TAG",
+    "is_valid_id",
+    "require_resource_type",
+    "summary_elements",
+    "validate_resource",
+]
+
+Resource = dict[str, Any]
+
+RESOURCE_TYPES: frozenset[str] = frozenset(
+    json.loads(package_data.files("app.data").joinpath("resource-types.json").read_text())
+)
+
+# Logical ids per the R4 `id` datatype.
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+SUBSETTED_TAG = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+    "display": "subsetted",
+}
+
+
+def is_valid_id(value: str) -> bool:
+    return _ID.fullmatch(value) is not None
+
+
+def require_resource_type(resource_type: str) -> str:
+    """The type itself, or a 404 naming it when the R4B models do not know it."""
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirError(ErrorCategory.NOT_FOUND, f"Unknown resource type '{resource_type}'")
+    return resource_type
+
+
+def validate_resource(data: Any, expected_type: str | None = None) -> Resource:
+    """Check `data` against the R4B model of its type and return it unchanged.
+
+    A body that is not a resource of a known type, or of another type than the URL names, is
+    malformed (400); a resource that breaks its model is invalid (422, one issue per problem).
+    """
+    if not isinstance(data, dict):
+        raise FhirError(ErrorCategory.MALFORMED, "The body is not a JSON object")
+    resource_type = data.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise FhirError(ErrorCategory.MALFORMED, "The body has no resourceType", ("resourceType",))
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirError(ErrorCategory.MALFORMED, f"Unknown resource type '{resource_type}'", ("resourceType",))
+    if expected_type is not None and resource_type != expected_type:
+        raise FhirError(
+            ErrorCategory.MALFORMED,
+            f"The resource is a {resource_type} but the URL names {expected_type}",
+            ("resourceType",),
+        )
+    try:
+        get_fhir_model_class(resource_type).model_validate(data)
+    except ValidationError as error:
+        raise FhirError(
+            ErrorCategory.INVALID_RESOURCE,
+            f"{resource_type} is not valid",
+            issues=[_issue(resource_type, problem) for problem in error.errors(include_url=False)],
+        ) from None
+    except (ValueError, TypeError, RecursionError) as error:  # model-level checks outside pydantic
+        raise FhirError(ErrorCategory.INVALID_RESOURCE, f"{resource_type} is not valid: {error}") from None
+    return data
+
+
+def _issue(resource_type: str, problem: Any) -> Issue:
+    path = resource_type
+    for step in problem["loc"]:
+        if isinstance(step, int):
+            path += f"[{step}]"
+        elif step != "resource_type" and not step.startswith(("function-", "__")):
+            path += f".{step}"
+    message = str(problem["msg"]).split("\n")[0].strip()
+    return Issue("error", "invalid" if problem["type"] != "missing" else "required", f"{path}: {message}", (path,))
+
+
+@cache
+def summary_elements(resource_type: str) -> frozenset[str]:
+    """Top-level elements marked isSummary (plus mandatory ones) in the model of `resource_type`."""
+    model = get_fhir_model_class(resource_type)
+    names = set()
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("summary_element_property") or info.is_required():
+            names.add(_json_name(info.alias or name))
+    return frozenset(names)
+
+
+@cache
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    """Top-level elements with a minimum cardinality of 1."""
+    model = get_fhir_model_class(resource_type)
+    return frozenset(_json_name(info.alias or name) for name, info in model.model_fields.items() if info.is_required())
+
+
+def _json_name(alias: str) -> str:
+    return alias.removeprefix("_")

@@ -1,0 +1,1 @@
+"""Use cases: one function per FHIR interaction or operation; each owns its transaction."""

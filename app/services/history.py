@@ -1,0 +1,68 @@
+"""History at instance, type and system level. Spec: https://hl7.org/fhir/R4/http.html#history"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from app.fhir.bundles import bundle, history_entry, link
+from app.fhir.models import is_valid_id, require_resource_type
+from app.fhir.outcome import ErrorCategory, FhirError
+from app.services.context import FhirContext
+from app.services.stored import format_instant
+
+__all__ = ["history"]
+
+
+async def history(
+    context: FhirContext,
+    base_url: str,
+    resource_type: str | None,
+    resource_id: str | None,
+    params: Sequence[tuple[str, str]],
+) -> dict[str, Any]:
+    """A history Bundle, newest first, paged with `_count` and a cursor; `_since` filters by time."""
+    if resource_type is not None:
+        require_resource_type(resource_type)
+    count, since, before = context.default_count, None, None
+    for name, value in params:
+        if name == "_count":
+            count = min(_non_negative(name, value), context.max_count)
+        elif name == "_since":
+            since = _instant(value)
+        elif name == "_after":
+            before = _non_negative(name, value)
+    async with context.store.reading() as session:
+        if resource_id is not None and resource_type is not None and (
+            not is_valid_id(resource_id) or await session.current(resource_type, resource_id) is None
+        ):
+            raise FhirError(ErrorCategory.NOT_FOUND, f"{resource_type}/{resource_id} is not known")
+        page = await session.history(resource_type, resource_id, since=since, count=count, before_seq=before)
+    entries = [
+        history_entry(base_url, v.type, v.id, v.version, format_instant(v.last_updated), v.method, v.content)
+        for _, v in page.entries
+    ]
+    path = "/".join(p for p in (resource_type, resource_id, "_history") if p)
+    kept = [(k, v) for k, v in params if k in ("_count", "_since")]
+    links = [link("self", base_url, path, list(params))]
+    if page.has_more and page.entries:
+        links.append(link("next", base_url, path, [*kept, ("_after", str(page.entries[-1][0]))]))
+    return bundle("history", entries, total=page.total, links=links)
+
+
+def _non_negative(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise FhirError(ErrorCategory.INVALID_PARAMETER, f"Parameter '{name}' must be a non-negative integer", (name,))
+    return int(value)
+
+
+def _instant(value: str) -> datetime:
+    """A FHIR instant (or date) as naive UTC."""
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise FhirError(ErrorCategory.INVALID_PARAMETER, f"_since '{value}' is not an instant", ("_since",)) from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment

@@ -1,0 +1,32 @@
+"""Turning a validated resource into the bytes and index entries of a new stored version."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from app.fhir.index import TokenEntry, token_entries
+from app.services.context import FhirContext
+
+__all__ = ["format_instant", "versioned"]
+
+
+def format_instant(moment: datetime) -> str:
+    """A naive-UTC datetime as a FHIR instant, millisecond precision."""
+    return moment.isoformat(timespec="milliseconds") + "Z"
+
+
+def versioned(
+    context: FhirContext, resource: dict[str, Any], resource_id: str, version: int, last_updated: datetime
+) -> tuple[bytes, list[TokenEntry]]:
+    """The resource with its id and meta set for `version`, serialised, and its token index entries."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    stamped = {
+        "resourceType": resource["resourceType"],
+        "id": resource_id,
+        "meta": {"versionId": str(version), "lastUpdated": format_instant(last_updated), **meta},
+        **{k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")},
+    }
+    return orjson.dumps(stamped), token_entries(context.search_parameters, stamped)

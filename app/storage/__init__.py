@@ -1,0 +1,1 @@
+"""SQLAlchemy storage: schema, repository (versions, history, search index), migrations."""

@@ -1,0 +1,1 @@
+"""Alembic migrations; `upgrade` brings a database to the current schema."""

@@ -1,0 +1,285 @@
+"""The store: current versions, full history and the token index, behind one small interface.
+
+Services describe writes as values (`Create`, `Update`, `Delete`) and apply them inside one
+transaction; a version check in the UPDATE itself means concurrent writers never lose an update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, false, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from app.fhir.index import TokenEntry
+from app.fhir.outcome import ErrorCategory, FhirError
+from app.fhir.search_query import SearchQuery
+from app.storage.engine import WRITE
+from app.storage.schema import resource, resource_version, token_index
+from app.storage.search_sql import count_statement, page_statement
+
+__all__ = ["Create", "Delete", "HistoryPage", "SearchPage", "Store", "StoreSession", "StoredVersion", "Update", "Write"]
+
+
+@dataclass(frozen=True)
+class StoredVersion:
+    """One version of a resource as stored; `content` is None for a deletion."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: datetime
+    deleted: bool
+    content: bytes | None
+    method: str = ""
+
+
+@dataclass(frozen=True)
+class Create:
+    type: str
+    id: str
+    content: bytes
+    last_updated: datetime
+    tokens: Sequence[TokenEntry] = ()
+
+
+@dataclass(frozen=True)
+class Update:
+    """A new version; `expected_version` is the one it replaces (0 for create-on-update of a new id)."""
+
+    type: str
+    id: str
+    expected_version: int
+    content: bytes
+    last_updated: datetime
+    tokens: Sequence[TokenEntry] = ()
+    method: str = "PUT"
+
+
+@dataclass(frozen=True)
+class Delete:
+    type: str
+    id: str
+    expected_version: int
+    last_updated: datetime
+
+
+Write = Create | Update | Delete
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    entries: list[tuple[int, StoredVersion]]
+    total: int
+    has_more: bool
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    matches: list[StoredVersion]
+    total: int | None
+    has_more: bool
+
+
+@dataclass
+class StoreSession:
+    """Reads and (in a write transaction) writes on one database connection."""
+
+    connection: AsyncConnection
+    writable: bool = False
+    written: list[Write] = field(default_factory=list)
+
+    async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The latest version, deleted or not."""
+        row = (
+            await self.connection.execute(
+                select(resource).where(resource.c.type == resource_type, resource.c.id == resource_id)
+            )
+        ).first()
+        return None if row is None else _stored(row._mapping)
+
+    async def version(self, resource_type: str, resource_id: str, version: int) -> StoredVersion | None:
+        row = (
+            await self.connection.execute(
+                select(resource_version).where(
+                    resource_version.c.type == resource_type,
+                    resource_version.c.id == resource_id,
+                    resource_version.c.version == version,
+                )
+            )
+        ).first()
+        return None if row is None else _stored(row._mapping)
+
+    async def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None,
+        *,
+        since: datetime | None,
+        count: int,
+        before_seq: int | None,
+    ) -> HistoryPage:
+        """Versions newest first, optionally of one type or one resource, paged by change sequence."""
+        conditions = []
+        if resource_type is not None:
+            conditions.append(resource_version.c.type == resource_type)
+        if resource_id is not None:
+            conditions.append(resource_version.c.id == resource_id)
+        if since is not None:
+            conditions.append(resource_version.c.last_updated >= since)
+        total = (await self.connection.execute(select(func.count()).select_from(resource_version).where(*conditions))).scalar_one()
+        if before_seq is not None:
+            conditions.append(resource_version.c.seq < before_seq)
+        rows = (
+            await self.connection.execute(
+                select(resource_version).where(*conditions).order_by(resource_version.c.seq.desc()).limit(count + 1)
+            )
+        ).all()
+        entries = [(row._mapping["seq"], _stored(row._mapping)) for row in rows[:count]]
+        return HistoryPage(entries, total, len(rows) > count)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        rows = (await self.connection.execute(page_statement(query))).all() if query.count > 0 else []
+        total = None
+        if query.total == "accurate" or query.count == 0:
+            total = (await self.connection.execute(count_statement(query))).scalar_one()
+        return SearchPage([_stored(row._mapping) for row in rows[: query.count]], total, len(rows) > query.count)
+
+    async def lock(self, key: str) -> None:
+        """Serialise writers that decide on the same key (conditional create); SQLite already does."""
+        if self.connection.dialect.name == "postgresql":
+            await self.connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
+
+    async def apply(self, write: Write) -> None:
+        """Apply one write; a stale `expected_version` or an id taken meanwhile is a 409 conflict."""
+        if not self.writable:
+            raise RuntimeError("apply() needs a write transaction")
+        if isinstance(write, Create):
+            await self._create(write)
+        elif isinstance(write, Update):
+            await self._update(write)
+        else:
+            await self._delete(write)
+        self.written.append(write)
+
+    async def _create(self, write: Create) -> None:
+        try:
+            await self.connection.execute(
+                insert(resource).values(
+                    type=write.type,
+                    id=write.id,
+                    version=1,
+                    last_updated=write.last_updated,
+                    deleted=False,
+                    content=write.content,
+                )
+            )
+        except IntegrityError:  # the transaction is lost either way: the error ends it
+            raise FhirError(ErrorCategory.CONFLICT, f"{write.type}/{write.id} already exists") from None
+        await self._record(write.type, write.id, 1, write.last_updated, "POST", write.content)
+        await self._index(write.type, write.id, write.tokens)
+
+    async def _update(self, write: Update) -> None:
+        new_version = write.expected_version + 1
+        if write.expected_version == 0:
+            await self._create(Create(write.type, write.id, write.content, write.last_updated, write.tokens))
+            return
+        result = await self.connection.execute(
+            update(resource)
+            .where(resource.c.type == write.type, resource.c.id == write.id, resource.c.version == write.expected_version)
+            .values(version=new_version, last_updated=write.last_updated, deleted=False, content=write.content)
+        )
+        if result.rowcount != 1:
+            raise _changed_meanwhile(write.type, write.id)
+        await self._record(write.type, write.id, new_version, write.last_updated, write.method, write.content)
+        await self.connection.execute(delete(token_index).where(token_index.c.type == write.type, token_index.c.id == write.id))
+        await self._index(write.type, write.id, write.tokens)
+
+    async def _delete(self, write: Delete) -> None:
+        new_version = write.expected_version + 1
+        result = await self.connection.execute(
+            update(resource)
+            .where(
+                resource.c.type == write.type,
+                resource.c.id == write.id,
+                resource.c.version == write.expected_version,
+                resource.c.deleted == false(),
+            )
+            .values(version=new_version, last_updated=write.last_updated, deleted=True, content=None)
+        )
+        if result.rowcount != 1:
+            raise _changed_meanwhile(write.type, write.id)
+        await self._record(write.type, write.id, new_version, write.last_updated, "DELETE", None)
+        await self.connection.execute(delete(token_index).where(token_index.c.type == write.type, token_index.c.id == write.id))
+
+    async def _record(
+        self, resource_type: str, resource_id: str, version: int, last_updated: datetime, method: str, content: bytes | None
+    ) -> None:
+        try:
+            await self.connection.execute(
+                insert(resource_version).values(
+                    type=resource_type,
+                    id=resource_id,
+                    version=version,
+                    last_updated=last_updated,
+                    method=method,
+                    content=content,
+                )
+            )
+        except IntegrityError:
+            raise _changed_meanwhile(resource_type, resource_id) from None
+
+    async def _index(self, resource_type: str, resource_id: str, tokens: Sequence[TokenEntry]) -> None:
+        if tokens:
+            await self.connection.execute(
+                insert(token_index),
+                [
+                    {"type": resource_type, "id": resource_id, "param": param, "system": system, "code": code}
+                    for param, system, code in tokens
+                ],
+            )
+
+
+def _changed_meanwhile(resource_type: str, resource_id: str) -> FhirError:
+    return FhirError(ErrorCategory.CONFLICT, f"{resource_type}/{resource_id} was changed by another request; retry")
+
+
+def _stored(row: Any) -> StoredVersion:
+    return StoredVersion(
+        type=row["type"],
+        id=row["id"],
+        version=row["version"],
+        last_updated=row["last_updated"],
+        deleted=row.get("deleted", row.get("content") is None),
+        content=row["content"],
+        method=row.get("method", ""),
+    )
+
+
+class Store:
+    """Opens sessions on the engine: plain ones for reads, one transaction per write unit."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[StoreSession]:
+        async with self.engine.connect() as connection:
+            yield StoreSession(connection)
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[StoreSession]:
+        """One database transaction: committed when the block ends, rolled back on any exception."""
+        async with self.engine.connect() as connection:
+            connection = await connection.execution_options(**{WRITE: True})
+            async with connection.begin():
+                yield StoreSession(connection, writable=True)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as connection:
+            await connection.execute(select(1))
