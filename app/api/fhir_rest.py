@@ -129,7 +129,8 @@ async def _operation(
     return FhirResponse(result.resource, result.status)
 
 
-@router.api_route("/${operation}", methods=["GET", "POST"], summary="System-level operation", responses=_FHIR_RESPONSE)
+@router.get("/${operation}", summary="System-level operation", responses=_FHIR_RESPONSE, operation_id="system_operation_get")
+@router.post("/${operation}", summary="System-level operation", responses=_FHIR_RESPONSE, operation_id="system_operation_post")
 async def system_operation(request: Request, operation: str, context: Context, operations: Operations, settings: AppSettings) -> Response:
     return await _operation(request, context, operations, settings, operation, None, None)
 
@@ -184,7 +185,8 @@ async def delete_conditionally(request: Request, resource_type: str, context: Co
     return _deleted_response(prefer)
 
 
-@router.api_route("/{resource_type}/${operation}", methods=["GET", "POST"], summary="Type-level operation", responses=_FHIR_RESPONSE)
+@router.get("/{resource_type}/${operation}", summary="Type-level operation", responses=_FHIR_RESPONSE, operation_id="type_operation_get")
+@router.post("/{resource_type}/${operation}", summary="Type-level operation", responses=_FHIR_RESPONSE, operation_id="type_operation_post")
 async def type_operation(
     request: Request, resource_type: str, operation: str, context: Context, operations: Operations, settings: AppSettings
 ) -> Response:
@@ -237,7 +239,18 @@ async def delete(resource_type: str, resource_id: str, context: Context, prefer:
     return _deleted_response(prefer)
 
 
-@router.api_route("/{resource_type}/{resource_id}/${operation}", methods=["GET", "POST"], summary="Instance-level operation", responses=_FHIR_RESPONSE)
+@router.get(
+    "/{resource_type}/{resource_id}/${operation}",
+    summary="Instance-level operation",
+    responses=_FHIR_RESPONSE,
+    operation_id="instance_operation_get",
+)
+@router.post(
+    "/{resource_type}/{resource_id}/${operation}",
+    summary="Instance-level operation",
+    responses=_FHIR_RESPONSE,
+    operation_id="instance_operation_post",
+)
 async def instance_operation(
     request: Request, resource_type: str, resource_id: str, operation: str, context: Context, operations: Operations, settings: AppSettings
 ) -> Response:

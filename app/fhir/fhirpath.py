@@ -24,7 +24,7 @@ class FhirPathError(ValueError):
 def compile_expression(expression: str) -> Compiled:
     """Compile `expression` once; raise FhirPathError when it does not parse."""
     try:
-        return compile_fhirpath(expression, _R4)  # type: ignore[no-any-return]
+        return compile_fhirpath(expression, _R4)
     except Exception as error:  # fhirpathpy raises bare Exceptions from its ANTLR parser
         raise FhirPathError(f"Cannot parse FHIRPath '{expression}': {error}") from None
 

@@ -145,9 +145,9 @@ class StoreSession:
 
     async def search(self, query: SearchQuery) -> SearchPage:
         rows = (await self.connection.execute(page_statement(query))).all() if query.count > 0 else []
-        total = None
+        total: int | None = None
         if query.total == "accurate" or query.count == 0:
-            total = (await self.connection.execute(count_statement(query))).scalar_one()
+            total = int((await self.connection.execute(count_statement(query))).scalar_one())
         return SearchPage([_stored(row._mapping) for row in rows[: query.count]], total, len(rows) > query.count)
 
     async def lock(self, key: str) -> None:

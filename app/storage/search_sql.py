@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, Select, and_, exists, false, func, or_, select
 
 from app.fhir.search_query import SearchQuery, TokenCriterion, TokenValue
@@ -37,7 +39,7 @@ def _token_value(value: TokenValue) -> ColumnElement[bool]:
     return and_(*parts)
 
 
-def page_statement(query: SearchQuery) -> Select[tuple[str, str, int, object, bool, bytes | None]]:
+def page_statement(query: SearchQuery) -> Select[Any]:
     """One page in id order, after the cursor; one row more than the page to tell if another follows."""
     conditions = _conditions(query)
     if query.after is not None:
@@ -57,5 +59,5 @@ def page_statement(query: SearchQuery) -> Select[tuple[str, str, int, object, bo
     )
 
 
-def count_statement(query: SearchQuery) -> Select[tuple[int]]:
+def count_statement(query: SearchQuery) -> Select[Any]:
     return select(func.count()).select_from(resource).where(*_conditions(query))

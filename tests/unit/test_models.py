@@ -1,0 +1,50 @@
+"""Resource validation and the resource-type list the server answers for."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources as package_data
+
+import pytest
+from fhir.resources.R4B import fhirtypes, get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
+
+from app.fhir.models import RESOURCE_TYPES, validate_resource
+from app.fhir.outcome import ErrorCategory, FhirError
+
+
+def test_resource_type_list_is_exactly_what_the_r4b_models_know() -> None:
+    known = set()
+    for name in dir(fhirtypes):
+        if not name.endswith("Type"):
+            continue
+        try:
+            model = get_fhir_model_class(name.removesuffix("Type"))
+        except ValueError:
+            continue
+        if issubclass(model, Resource) and model.__name__ not in ("Resource", "DomainResource"):
+            known.add(model.__name__)
+    vendored = set(json.loads(package_data.files("app.data").joinpath("resource-types.json").read_text()))
+    assert vendored == known == RESOURCE_TYPES
+
+
+def test_invalid_resource_gives_one_issue_per_problem_with_its_location() -> None:
+    with pytest.raises(FhirError) as caught:
+        validate_resource({"resourceType": "Patient", "birthDate": "soon", "active": "maybe", "bogus": 1}, "Patient")
+    assert caught.value.category is ErrorCategory.INVALID_RESOURCE
+    assert sorted(issue.expression[0] for issue in caught.value.issues) == ["Patient.active", "Patient.birthDate", "Patient.bogus"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ([], ErrorCategory.MALFORMED),
+        ({"name": "x"}, ErrorCategory.MALFORMED),
+        ({"resourceType": "Nonsense"}, ErrorCategory.MALFORMED),
+        ({"resourceType": "Observation", "status": "final", "code": {"text": "x"}}, ErrorCategory.MALFORMED),
+    ],
+)
+def test_bodies_that_are_not_the_expected_resource_are_malformed(body: object, expected: ErrorCategory) -> None:
+    with pytest.raises(FhirError) as caught:
+        validate_resource(body, "Patient")
+    assert caught.value.category is expected
