@@ -266,3 +266,14 @@ async def instance_history(request: Request, resource_type: str, resource_id: st
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="Version read (vread)", responses=_FHIR_RESPONSE)
 async def vread(request: Request, resource_type: str, resource_id: str, version_id: str, context: Context) -> Response:
     return _read_response(request, await resources.vread(context, resource_type, resource_id, version_id))
+
+
+@router.get("/{compartment}/{compartment_id}/{resource_type}", summary="Compartment search (Patient)", responses=_FHIR_RESPONSE)
+async def compartment_search(
+    request: Request, compartment: str, compartment_id: str, resource_type: str, context: Context, base_url: BaseUrl
+) -> Response:
+    params = request.query_params.multi_items()
+    found = await search_service.search_compartment(
+        context, base_url, compartment, compartment_id, resource_type, params, strict=_prefers_strict(request)
+    )
+    return FhirResponse(found)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources as package_data
 from typing import Any
 
@@ -16,11 +16,20 @@ import orjson
 
 from app.fhir.fhirpath import FhirPathError, compile_expression
 
-__all__ = ["SearchParameterDef", "SearchParameterRegistry", "official_search_parameters"]
+__all__ = [
+    "ComponentExtractor",
+    "SearchParameterDef",
+    "SearchParameterRegistry",
+    "compartment_parameters",
+    "official_search_parameters",
+]
 
 Extractor = Callable[[dict[str, Any]], list[Any]]
+ComponentExtractor = Callable[[Any, dict[str, Any]], list[Any]]  # (element, resource) -> values
 
 _PLAIN_PATH = re.compile(r"[A-Z][A-Za-z]+(\.[a-z][A-Za-z0-9]*)+")
+_RELATIVE_PATH = re.compile(r"[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*")
+_AS_TYPE = re.compile(r"([a-z][A-Za-z0-9]*)\.as\(([A-Za-z]+)\)")
 
 
 @dataclass(frozen=True)
@@ -32,12 +41,23 @@ class SearchParameterDef:
     url: str
     expression: str
     extract: Extractor
+    targets: tuple[str, ...] = ()
+    components: tuple[tuple[str, ComponentExtractor], ...] = field(default=())
+
+
+def _data(name: str) -> Any:
+    return orjson.loads(package_data.files("app.data").joinpath(name).read_bytes())
 
 
 def official_search_parameters() -> list[dict[str, Any]]:
     """The official R4 SearchParameter resources, vendored from hl7.fhir.r4.examples."""
-    raw = package_data.files("app.data").joinpath("search-parameters.json").read_bytes()
-    return [entry["resource"] for entry in orjson.loads(raw)["entry"]]
+    return [entry["resource"] for entry in _data("search-parameters.json")["entry"]]
+
+
+def compartment_parameters() -> dict[str, tuple[str, ...]]:
+    """Per resource type, the parameters that put it in a Patient's compartment (official definition)."""
+    definition = _data("compartmentdefinition-patient.json")
+    return {r["code"]: tuple(r["param"]) for r in definition["resource"] if r.get("param")}
 
 
 class SearchParameterRegistry:
@@ -45,13 +65,19 @@ class SearchParameterRegistry:
 
     def __init__(self, definitions: Iterable[dict[str, Any]], resource_types: Iterable[str]) -> None:
         self._by_type: dict[str, dict[str, SearchParameterDef]] = {t: {} for t in resource_types}
+        definitions = list(definitions)
+        self._kind_by_url = {d.get("url"): d.get("type", "") for d in definitions}
         for definition in definitions:
             self._add(definition)
 
     def _add(self, definition: dict[str, Any]) -> None:
         expression = definition.get("expression")
-        if not expression:
+        if not expression or definition.get("type") == "special":
             return
+        components = tuple(
+            (self._kind_by_url.get(c.get("definition"), ""), _component_extractor(c.get("expression", "")))
+            for c in definition.get("component", [])
+        )
         for base in definition.get("base", []):
             targets = list(self._by_type) if base in ("Resource", "DomainResource") else [base]
             for resource_type in targets:
@@ -66,20 +92,22 @@ class SearchParameterRegistry:
                     url=definition.get("url", ""),
                     expression=part,
                     extract=_extractor(part),
+                    targets=tuple(definition.get("target", [])),
+                    components=components,
                 )
 
     def for_type(self, resource_type: str) -> dict[str, SearchParameterDef]:
         return self._by_type.get(resource_type, {})
 
-    def of_kind(self, resource_type: str, kind: str) -> list[SearchParameterDef]:
-        return [p for p in self.for_type(resource_type).values() if p.type == kind]
+    def get(self, resource_type: str, code: str) -> SearchParameterDef | None:
+        return self._by_type.get(resource_type, {}).get(code)
 
 
 def _expression_for(expression: str, resource_type: str, base: str) -> str | None:
     """The union members of `expression` that apply to `resource_type`, rooted at that type."""
     parts = [p.strip() for p in _split_union(expression)]
     root = base if base in ("Resource", "DomainResource") else resource_type
-    mine = [p for p in parts if p.lstrip("(").startswith(f"{root}.")]
+    mine = [p for p in parts if p.lstrip("(").startswith(f"{root}.") or p == root]
     if not mine:
         return None
     if root != resource_type:
@@ -102,9 +130,9 @@ def _split_union(expression: str) -> Iterator[str]:
 
 def _extractor(expression: str) -> Extractor:
     parts = [p.strip() for p in _split_union(expression)]
-    if all(_PLAIN_PATH.fullmatch(p) for p in parts):
+    if all(_PLAIN_PATH.fullmatch(p) or "." not in p for p in parts):
         paths = [p.split(".")[1:] for p in parts]
-        return lambda resource: [value for path in paths for value in _walk(resource, path)]
+        return lambda resource: [value for path in paths for value in walk(resource, path)]
     try:
         compiled = compile_expression(expression)
     except FhirPathError:
@@ -119,7 +147,25 @@ def _extractor(expression: str) -> Extractor:
     return evaluate
 
 
-def _walk(node: Any, path: list[str]) -> list[Any]:
+def _component_extractor(expression: str) -> ComponentExtractor:
+    """Component expressions are relative to the composite's element: plain paths, `x.as(T)`, `%resource.path`."""
+    steps: list[tuple[bool, list[str]]] = []  # (from the resource root?, path)
+    for part in (p.strip() for p in _split_union(expression)):
+        as_type = _AS_TYPE.fullmatch(part)
+        if as_type:
+            steps.append((False, [as_type.group(1) + as_type.group(2)[0].upper() + as_type.group(2)[1:]]))
+        elif part.startswith("%resource."):
+            steps.append((True, part.split(".")[1:]))
+        elif _RELATIVE_PATH.fullmatch(part):
+            steps.append((False, part.split(".")))
+
+    def extract(element: Any, resource: dict[str, Any]) -> list[Any]:
+        return [value for from_root, path in steps for value in walk(resource if from_root else element, path)]
+
+    return extract
+
+
+def walk(node: Any, path: list[str]) -> list[Any]:
     """Follow a plain dotted path through JSON, flattening arrays and resolving choice types."""
     current = [node]
     for name in path:

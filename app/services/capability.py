@@ -9,7 +9,7 @@ from typing import Any
 
 from app import __version__
 from app.fhir.models import RESOURCE_TYPES
-from app.fhir.search_query import SUPPORTED_TYPES
+from app.fhir.search_query import is_searchable
 from app.services.context import FhirContext
 from app.services.operations import OperationRegistry
 
@@ -47,7 +47,7 @@ def _resource(context: FhirContext, operations: OperationRegistry, resource_type
     params = [
         {"name": p.code, "definition": p.url, "type": p.type}
         for p in sorted(context.search_parameters.for_type(resource_type).values(), key=lambda p: p.code)
-        if p.type in SUPPORTED_TYPES or p.code == "_id"
+        if is_searchable(p)
     ]
     entry: dict[str, Any] = {
         "type": resource_type,

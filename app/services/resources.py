@@ -117,8 +117,8 @@ async def create_in(
             raise FhirError(ErrorCategory.MULTIPLE_MATCHES, f"If-None-Exist matches {len(matches)} resources")
     resource_id = resource_id or context.new_id()
     now = context.clock()
-    content, tokens = versioned(context, resource, resource_id, 1, now)
-    await session.apply(Create(resource_type, resource_id, content, now, tokens))
+    content, index = versioned(context, resource, resource_id, 1, now)
+    await session.apply(Create(resource_type, resource_id, content, now, index))
     return WriteResult(StoredVersion(resource_type, resource_id, 1, now, False, content, "POST"), created=True)
 
 
@@ -153,8 +153,8 @@ async def update_in(
     _check_if_match(if_match, current_version, resource_type, resource_id)
     now = context.clock()
     version = current_version + 1
-    content, tokens = versioned(context, resource, resource_id, version, now)
-    await session.apply(Update(resource_type, resource_id, current_version, content, now, tokens, method))
+    content, index = versioned(context, resource, resource_id, version, now)
+    await session.apply(Update(resource_type, resource_id, current_version, content, now, index, method))
     created = current is None
     return WriteResult(StoredVersion(resource_type, resource_id, version, now, False, content, method), created)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from app.fhir.index import TokenEntry, token_entries
+from app.fhir.index import IndexEntries, index_resource
 from app.services.context import FhirContext
 
 __all__ = ["format_instant", "versioned"]
@@ -20,8 +20,8 @@ def format_instant(moment: datetime) -> str:
 
 def versioned(
     context: FhirContext, resource: dict[str, Any], resource_id: str, version: int, last_updated: datetime
-) -> tuple[bytes, list[TokenEntry]]:
-    """The resource with its id and meta set for `version`, serialised, and its token index entries."""
+) -> tuple[bytes, IndexEntries]:
+    """The resource with its id and meta set for `version`, serialised, and its search index rows."""
     meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
     stamped = {
         "resourceType": resource["resourceType"],
@@ -29,4 +29,4 @@ def versioned(
         "meta": {"versionId": str(version), "lastUpdated": format_instant(last_updated), **meta},
         **{k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")},
     }
-    return orjson.dumps(stamped), token_entries(context.search_parameters, stamped)
+    return orjson.dumps(stamped), index_resource(context.search_parameters, stamped)

@@ -16,12 +16,17 @@ from sqlalchemy import delete, false, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.fhir.index import TokenEntry
+from app.fhir.index import IndexEntries
 from app.fhir.outcome import ErrorCategory, FhirError
-from app.fhir.search_query import SearchQuery
+from app.fhir.search_query import Include, SearchQuery
 from app.storage.engine import WRITE
-from app.storage.schema import resource, resource_version, token_index
-from app.storage.search_sql import count_statement, page_statement
+from app.storage.schema import INDEX_TABLES, resource, resource_version
+from app.storage.search_sql import (
+    count_statement,
+    forward_include_statement,
+    page_statement,
+    reverse_include_statement,
+)
 
 __all__ = ["Create", "Delete", "HistoryPage", "SearchPage", "Store", "StoreSession", "StoredVersion", "Update", "Write"]
 
@@ -45,7 +50,7 @@ class Create:
     id: str
     content: bytes
     last_updated: datetime
-    tokens: Sequence[TokenEntry] = ()
+    index: IndexEntries = field(default_factory=IndexEntries)
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class Update:
     expected_version: int
     content: bytes
     last_updated: datetime
-    tokens: Sequence[TokenEntry] = ()
+    index: IndexEntries = field(default_factory=IndexEntries)
     method: str = "PUT"
 
 
@@ -81,9 +86,15 @@ class HistoryPage:
 
 @dataclass(frozen=True)
 class SearchPage:
+    """A page of matches in order, whether pages exist before and after it, and the sort values of
+    its first and last match (for the cursors of the links)."""
+
     matches: list[StoredVersion]
     total: int | None
-    has_more: bool
+    has_next: bool
+    has_previous: bool
+    first_sort_values: tuple[Any, ...] = ()
+    last_sort_values: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -144,11 +155,81 @@ class StoreSession:
         return HistoryPage(entries, total, len(rows) > count)
 
     async def search(self, query: SearchQuery) -> SearchPage:
-        rows = (await self.connection.execute(page_statement(query))).all() if query.count > 0 else []
+        rows: list[Any] = []
+        kinds: list[str] = []
+        if query.count > 0:
+            statement, kinds = page_statement(query)
+            rows = list((await self.connection.execute(statement)).all())
         total: int | None = None
         if query.total == "accurate" or query.count == 0:
             total = int((await self.connection.execute(count_statement(query))).scalar_one())
-        return SearchPage([_stored(row._mapping) for row in rows[: query.count]], total, len(rows) > query.count)
+        more = len(rows) > query.count
+        page = rows[: query.count]
+        backward = query.cursor is not None and query.cursor[0] == "p"
+        if backward:
+            page.reverse()
+
+        def sort_values(row: Any) -> tuple[Any, ...]:
+            return tuple(row._mapping[f"sort_{i}"] for i in range(len(kinds)))
+
+        return SearchPage(
+            matches=[_stored(row._mapping) for row in page],
+            total=total,
+            has_next=more if not backward else True,
+            has_previous=query.cursor is not None and (more if backward else True),
+            first_sort_values=sort_values(page[0]) if page else (),
+            last_sort_values=sort_values(page[-1]) if page else (),
+        )
+
+    async def included(self, includes: Sequence[Include], matches: Sequence[StoredVersion], limit: int) -> list[StoredVersion]:
+        """Resources `_include`d and `_revinclude`d by the matches; `:iterate` ones once more on those."""
+        seen = {(m.type, m.id) for m in matches}
+        found: list[StoredVersion] = []
+        level = list(matches)
+        for iteration in range(2):
+            wanted: set[tuple[str, str]] = set()
+            for include in includes:
+                if iteration == 1 and not include.iterate:
+                    continue
+                wanted |= await self._include_targets(include, level)
+            level = [r for r in await self._current_many(wanted - seen, limit - len(found)) if not r.deleted]
+            seen |= {(r.type, r.id) for r in level}
+            found += level
+            if not level or len(found) >= limit:
+                break
+        return found
+
+    async def _include_targets(self, include: Include, sources: Sequence[StoredVersion]) -> set[tuple[str, str]]:
+        if include.reverse:
+            targets: set[tuple[str, str]] = set()
+            for target_type in {s.type for s in sources}:
+                ids = [s.id for s in sources if s.type == target_type]
+                rows = (await self.connection.execute(reverse_include_statement(include, target_type, ids))).all()
+                targets |= {(row[0], row[1]) for row in rows}
+            return targets
+        ids = [s.id for s in sources if s.type == include.source_type]
+        if not ids:
+            return set()
+        rows = (await self.connection.execute(forward_include_statement(include, ids))).all()
+        return {(row[0], row[1]) for row in rows}
+
+    async def _current_many(self, keys: set[tuple[str, str]], limit: int) -> list[StoredVersion]:
+        found: list[StoredVersion] = []
+        by_type: dict[str, list[str]] = {}
+        for resource_type, resource_id in sorted(keys):
+            by_type.setdefault(resource_type, []).append(resource_id)
+        for resource_type, ids in by_type.items():
+            if len(found) >= limit:
+                break
+            rows = (
+                await self.connection.execute(
+                    select(resource)
+                    .where(resource.c.type == resource_type, resource.c.id.in_(ids[: limit - len(found)]))
+                    .order_by(resource.c.id)
+                )
+            ).all()
+            found += [_stored(row._mapping) for row in rows]
+        return found
 
     async def lock(self, key: str) -> None:
         """Serialise writers that decide on the same key (conditional create); SQLite already does."""
@@ -182,12 +263,12 @@ class StoreSession:
         except IntegrityError:  # the transaction is lost either way: the error ends it
             raise FhirError(ErrorCategory.CONFLICT, f"{write.type}/{write.id} already exists") from None
         await self._record(write.type, write.id, 1, write.last_updated, "POST", write.content)
-        await self._index(write.type, write.id, write.tokens)
+        await self._index(write.type, write.id, write.index)
 
     async def _update(self, write: Update) -> None:
         new_version = write.expected_version + 1
         if write.expected_version == 0:
-            await self._create(Create(write.type, write.id, write.content, write.last_updated, write.tokens))
+            await self._create(Create(write.type, write.id, write.content, write.last_updated, write.index))
             return
         result = await self.connection.execute(
             update(resource)
@@ -197,8 +278,8 @@ class StoreSession:
         if result.rowcount != 1:
             raise _changed_meanwhile(write.type, write.id)
         await self._record(write.type, write.id, new_version, write.last_updated, write.method, write.content)
-        await self.connection.execute(delete(token_index).where(token_index.c.type == write.type, token_index.c.id == write.id))
-        await self._index(write.type, write.id, write.tokens)
+        await self._unindex(write.type, write.id)
+        await self._index(write.type, write.id, write.index)
 
     async def _delete(self, write: Delete) -> None:
         new_version = write.expected_version + 1
@@ -215,7 +296,7 @@ class StoreSession:
         if result.rowcount != 1:
             raise _changed_meanwhile(write.type, write.id)
         await self._record(write.type, write.id, new_version, write.last_updated, "DELETE", None)
-        await self.connection.execute(delete(token_index).where(token_index.c.type == write.type, token_index.c.id == write.id))
+        await self._unindex(write.type, write.id)
 
     async def _record(
         self, resource_type: str, resource_id: str, version: int, last_updated: datetime, method: str, content: bytes | None
@@ -234,15 +315,19 @@ class StoreSession:
         except IntegrityError:
             raise _changed_meanwhile(resource_type, resource_id) from None
 
-    async def _index(self, resource_type: str, resource_id: str, tokens: Sequence[TokenEntry]) -> None:
-        if tokens:
-            await self.connection.execute(
-                insert(token_index),
-                [
-                    {"type": resource_type, "id": resource_id, "param": param, "system": system, "code": code}
-                    for param, system, code in tokens
-                ],
-            )
+    async def _index(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
+        for name, table in INDEX_TABLES.items():
+            rows = getattr(entries, name)
+            if rows:
+                columns = [c.name for c in table.columns][2:]  # after type and id
+                await self.connection.execute(
+                    insert(table),
+                    [{"type": resource_type, "id": resource_id, **dict(zip(columns, row, strict=True))} for row in rows],
+                )
+
+    async def _unindex(self, resource_type: str, resource_id: str) -> None:
+        for table in INDEX_TABLES.values():
+            await self.connection.execute(delete(table).where(table.c.type == resource_type, table.c.id == resource_id))
 
 
 def _changed_meanwhile(resource_type: str, resource_id: str) -> FhirError:

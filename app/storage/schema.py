@@ -1,4 +1,5 @@
-"""Tables: the current version of each resource, every version ever written, and the token index.
+"""Tables: the current version of each resource, every version ever written, and one search index
+table per search-parameter type (rows extracted at write time, replaced on every new version).
 
 The schema itself is created by the Alembic migrations in `migrations/`; these objects describe it
 for queries.
@@ -11,6 +12,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -20,7 +22,20 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["metadata", "resource", "resource_version", "token_index"]
+__all__ = [
+    "INDEX_TABLES",
+    "composite_index",
+    "date_index",
+    "metadata",
+    "number_index",
+    "quantity_index",
+    "reference_index",
+    "resource",
+    "resource_version",
+    "string_index",
+    "token_index",
+    "uri_index",
+]
 
 metadata = MetaData()
 
@@ -36,6 +51,7 @@ resource = Table(
     Column("last_updated", DateTime(timezone=False), nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("content", LargeBinary, nullable=True),
+    Index("ix_resource_type_last_updated", "type", "last_updated"),
 )
 
 resource_version = Table(
@@ -53,14 +69,86 @@ resource_version = Table(
     Index("ix_resource_version_type_seq", "type", "seq"),
 )
 
-token_index = Table(
+
+def _index_table(name: str, *columns: Column[object], lookups: tuple[tuple[str, ...], ...]) -> Table:
+    """An index table: (type, id, param) plus its value columns, indexed for lookup and for clean-up."""
+    return Table(
+        name,
+        metadata,
+        Column("type", String(64), nullable=False),
+        Column("id", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+        *columns,
+        Index(f"ix_{name}_resource", "type", "id"),
+        *(Index(f"ix_{name}_{'_'.join(cols)}", "type", "param", *cols) for cols in lookups),
+    )
+
+
+token_index = _index_table(
     "token_index",
-    metadata,
-    Column("type", String(64), nullable=False),
-    Column("id", String(64), nullable=False),
-    Column("param", String(64), nullable=False),
-    Column("system", String(255), nullable=True),
-    Column("code", String(255), nullable=True),
-    Index("ix_token_index_lookup", "type", "param", "code", "system"),
-    Index("ix_token_index_resource", "type", "id"),
+    Column("system", String(255)),
+    Column("code", String(255)),
+    Column("text", String(255)),
+    lookups=(("code", "system"),),
 )
+string_index = _index_table(
+    "string_index",
+    Column("norm", String(255), nullable=False),
+    Column("exact", String(255), nullable=False),
+    lookups=(("norm",),),
+)
+reference_index = _index_table(
+    "reference_index",
+    Column("target_type", String(64)),
+    Column("target_id", String(64)),
+    Column("url", String(255)),
+    lookups=(("target_id", "target_type"), ("url",)),
+)
+date_index = _index_table(
+    "date_index",
+    Column("low", DateTime(timezone=False), nullable=False),
+    Column("high", DateTime(timezone=False), nullable=False),
+    lookups=(("low",), ("high",)),
+)
+number_index = _index_table(
+    "number_index",
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    lookups=(("low",),),
+)
+quantity_index = _index_table(
+    "quantity_index",
+    Column("system", String(255)),
+    Column("code", String(255)),
+    Column("low", Float, nullable=False),
+    Column("high", Float, nullable=False),
+    lookups=(("code", "low"),),
+)
+uri_index = _index_table("uri_index", Column("value", String(255), nullable=False), lookups=(("value",),))
+composite_index = _index_table(
+    "composite_index",
+    Column("system1", String(255)),
+    Column("code1", String(255)),
+    Column("system2", String(255)),
+    Column("code2", String(255)),
+    Column("num_low", Float),
+    Column("num_high", Float),
+    Column("date_low", DateTime(timezone=False)),
+    Column("date_high", DateTime(timezone=False)),
+    Column("text", String(255)),
+    lookups=(("code1",),),
+)
+
+# Reverse look-ups (_revinclude, _has, chains) go from the target to the referring resource.
+Index("ix_reference_index_target", reference_index.c.target_type, reference_index.c.target_id)
+
+INDEX_TABLES = {
+    "tokens": token_index,
+    "strings": string_index,
+    "references": reference_index,
+    "dates": date_index,
+    "numbers": number_index,
+    "quantities": quantity_index,
+    "uris": uri_index,
+    "composites": composite_index,
+}

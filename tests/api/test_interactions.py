@@ -313,21 +313,32 @@ async def test_unknown_operation_is_404(client: httpx.AsyncClient) -> None:
     assert response.status_code == 404
 
 
-async def test_capability_statement_claims_only_what_works(client: httpx.AsyncClient) -> None:
+_SAMPLE = {"string": "x", "token": "x", "reference": "x", "date": "2020", "number": "1", "quantity": "1", "uri": "http://x"}
+_COMPOSITE_SAMPLE = {"token": "a$b", "string": "a$b", "reference": "a$b", "date": "a$2020", "quantity": "a$1", "number": "a$1"}
+
+
+async def test_capability_statement_claims_only_what_works(client: httpx.AsyncClient, app: Any) -> None:
+    """Every search parameter listed for a type is accepted under Prefer: handling=strict."""
     statement = (await client.get("/metadata")).json()
     assert statement["resourceType"] == "CapabilityStatement"
     assert statement["fhirVersion"] == "4.0.1"
     rest = statement["rest"][0]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
-    patient_entry = next(r for r in rest["resource"] if r["type"] == "Patient")
-    assert {"read", "vread", "create", "update", "patch", "delete", "search-type"} <= {i["code"] for i in patient_entry["interaction"]}
-    params = {p["name"]: p["type"] for p in patient_entry["searchParam"]}
-    assert params["_id"] == "token" and params["identifier"] == "token"
-    assert set(params.values()) == {"token"}  # string, date, reference search are not implemented yet
-    for name in params:
-        response = await client.get("/Patient", params={name: "x"}, headers={"Prefer": "handling=strict"})
-        assert response.status_code == 200, name
-    assert [op["name"] for op in patient_entry["operation"]] == ["validate"]
+    by_type = {r["type"]: r for r in rest["resource"]}
+    assert {"read", "vread", "create", "update", "patch", "delete", "search-type"} <= {i["code"] for i in by_type["Patient"]["interaction"]}
+    registry = app.state.fhir.search_parameters
+    for resource_type in ("Patient", "Observation", "ServiceRequest", "Task", "QuestionnaireResponse", "Condition", "PlanDefinition"):
+        params = {p["name"]: p["type"] for p in by_type[resource_type]["searchParam"]}
+        assert {"_id", "_lastUpdated", "_tag", "_profile"} <= set(params)
+        for name, kind in params.items():
+            if kind == "composite":
+                second = registry.get(resource_type, name).components[1][0]
+                value = _COMPOSITE_SAMPLE[second]
+            else:
+                value = _SAMPLE[kind]
+            response = await client.get(f"/{resource_type}", params={name: value, "_count": "1"}, headers={"Prefer": "handling=strict"})
+            assert response.status_code == 200, (resource_type, name, response.text)
+    assert [op["name"] for op in by_type["Patient"]["operation"]] == ["validate"]
 
 
 async def test_xml_is_not_acceptable(client: httpx.AsyncClient) -> None:

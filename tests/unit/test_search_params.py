@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.fhir.index import token_entries
+from app.fhir.index import index_resource
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.outcome import FhirError
 from app.fhir.search_params import SearchParameterRegistry, official_search_parameters
@@ -33,7 +33,7 @@ def test_our_own_search_parameter_definition_is_picked_up() -> None:
     }
     registry = SearchParameterRegistry([*official_search_parameters(), own], RESOURCE_TYPES)
     patient = {"resourceType": "Patient", "maritalStatus": {"coding": [{"system": "urn:ms", "code": "M"}]}}
-    assert ("marital", "urn:ms", "M") in token_entries(registry, patient)
+    assert ("marital", "urn:ms", "M", None) in index_resource(registry, patient).tokens
 
 
 def test_token_entries_cover_codings_identifiers_codes_and_choice_types(registry: SearchParameterRegistry) -> None:
@@ -44,7 +44,7 @@ def test_token_entries_cover_codings_identifiers_codes_and_choice_types(registry
         "identifier": [{"system": "urn:id", "value": "42"}],
         "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9193-9"}]},
     }
-    entries = token_entries(registry, observation)
+    entries = [row[:3] for row in index_resource(registry, observation).tokens]
     assert ("code", "http://loinc.org", "91351-7") in entries
     assert ("identifier", "urn:id", "42") in entries
     assert ("status", None, "final") in entries
