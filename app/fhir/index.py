@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from app.fhir.search_params import SearchParameterDef, SearchParameterRegistry
@@ -162,9 +163,10 @@ def dates_of(value: Any) -> tuple[datetime, datetime] | None:
 
 
 def number_of(value: Any) -> float | None:
+    """A JSON number (or the Decimal FHIRPath gives for one) as a float."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | Decimal):
         return float(value)
     return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources as package_data
 from typing import Any
@@ -20,6 +21,7 @@ from app.fhir.outcome import ErrorCategory, FhirError, Issue
 __all__ = [
     "RESOURCE_TYPES",
     "SUBSETTED_TAG",
+    "has_control_characters",
     "is_valid_id",
     "require_resource_type",
     "summary_elements",
@@ -34,6 +36,9 @@ RESOURCE_TYPES: frozenset[str] = frozenset(
 
 # Logical ids per the R4 `id` datatype.
 _ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# Code points FHIR strings exclude (https://hl7.org/fhir/R4/datatypes.html#string): below 32 except
+# tab, CR and LF. The models let them through, and PostgreSQL cannot store NUL in text columns.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 SUBSETTED_TAG = {
     "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
@@ -44,6 +49,11 @@ SUBSETTED_TAG = {
 
 def is_valid_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether `text` holds a code point that FHIR strings exclude."""
+    return _CONTROL.search(text) is not None
 
 
 def require_resource_type(resource_type: str) -> str:
@@ -82,7 +92,27 @@ def validate_resource(data: Any, expected_type: str | None = None) -> Resource:
         ) from None
     except (ValueError, TypeError, RecursionError) as error:  # model-level checks outside pydantic
         raise FhirError(ErrorCategory.INVALID_RESOURCE, f"{resource_type} is not valid: {error}") from None
+    unprintable = list(_control_characters(data, resource_type))
+    if unprintable:
+        raise FhirError(
+            ErrorCategory.INVALID_RESOURCE,
+            f"{resource_type} is not valid",
+            issues=[Issue("error", "invalid", f"{path}: control characters are not allowed in FHIR strings", (path,)) for path in unprintable],
+        )
     return data
+
+
+def _control_characters(value: Any, path: str) -> Iterator[str]:
+    """Paths of the strings in `value` that hold a code point FHIR strings exclude."""
+    if isinstance(value, str):
+        if has_control_characters(value):
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _control_characters(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _control_characters(item, f"{path}[{index}]")
 
 
 def _issue(resource_type: str, problem: Any) -> Issue:

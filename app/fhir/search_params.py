@@ -28,6 +28,10 @@ Extractor = Callable[[dict[str, Any]], list[Any]]
 ComponentExtractor = Callable[[Any, dict[str, Any]], list[Any]]  # (element, resource) -> values
 
 _PLAIN_PATH = re.compile(r"[A-Z][A-Za-z]+(\.[a-z][A-Za-z0-9]*)+")
+# `path.where(resolve() is Type)`: a reference of one target type (no resolution needed to check it).
+# `(path as Type)`: one type of a choice element, i.e. the JSON key pathType.
+_AS_CHOICE = re.compile(r"\(([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+) as ([A-Za-z]+)\)")
+_RESOLVE_IS = re.compile(r"\(?([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+)\.where\(resolve\(\) is ([A-Z][A-Za-z]+)\)\)?")
 _RELATIVE_PATH = re.compile(r"[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*")
 _AS_TYPE = re.compile(r"([a-z][A-Za-z0-9]*)\.as\(([A-Za-z]+)\)")
 
@@ -129,10 +133,24 @@ def _split_union(expression: str) -> Iterator[str]:
 
 
 def _extractor(expression: str) -> Extractor:
+    """Plain paths and typed-reference filters are walked directly; anything else goes to FHIRPath."""
     parts = [p.strip() for p in _split_union(expression)]
-    if all(_PLAIN_PATH.fullmatch(p) or "." not in p for p in parts):
-        paths = [p.split(".")[1:] for p in parts]
-        return lambda resource: [value for path in paths for value in walk(resource, path)]
+    walks: list[tuple[list[str], str | None]] = []
+    for part in parts:
+        typed = _RESOLVE_IS.fullmatch(part)
+        choice = _AS_CHOICE.fullmatch(part)
+        if typed:
+            walks.append((typed.group(1).split(".")[1:], typed.group(2)))
+        elif choice:
+            path = choice.group(1).split(".")[1:]
+            type_name = choice.group(2)
+            walks.append(([*path[:-1], path[-1] + type_name[0].upper() + type_name[1:]], None))
+        elif _PLAIN_PATH.fullmatch(part) or "." not in part:
+            walks.append((part.split(".")[1:], None))
+        else:
+            break
+    else:
+        return lambda resource: [value for path, target in walks for value in walk(resource, path) if _is_a(value, target)]
     try:
         compiled = compile_expression(expression)
     except FhirPathError:
@@ -145,6 +163,14 @@ def _extractor(expression: str) -> Extractor:
             return []
 
     return evaluate
+
+
+def _is_a(value: Any, target: str | None) -> bool:
+    """No filter, or a Reference whose literal reference names `target` (relative or absolute)."""
+    if target is None:
+        return True
+    reference = value.get("reference") if isinstance(value, dict) else None
+    return isinstance(reference, str) and (reference.startswith(f"{target}/") or f"/{target}/" in reference)
 
 
 def _component_extractor(expression: str) -> ComponentExtractor:

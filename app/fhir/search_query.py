@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from app.fhir.models import RESOURCE_TYPES, is_valid_id
+from app.fhir.models import RESOURCE_TYPES, has_control_characters, is_valid_id
 from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.fhir.search_params import SearchParameterDef, SearchParameterRegistry
 from app.fhir.search_values import date_range, number_range, split_prefix
@@ -134,6 +134,9 @@ def parse_search(
     count, cursor, summary, total = default_count, None, None, "accurate"
     elements: tuple[str, ...] = ()
     for name, value in params:
+        if has_control_characters(name) or has_control_characters(value):
+            # No FHIR string holds one, and PostgreSQL rejects NUL in a bound text parameter.
+            _bad(name, "holds a control character")
         if name == "_count":
             count = min(_non_negative(name, value), max_count)
         elif name == "_cursor":
@@ -148,8 +151,8 @@ def parse_search(
             sort = tuple(_sort_key(resource_type, registry, key) for key in value.split(",") if key)
         elif name.split(":")[0] in ("_include", "_revinclude"):
             includes.append(_include(resource_type, registry, name, value))
-        elif name in ("_format", "_pretty"):
-            continue
+        elif name in ("_format", "_pretty") or not _split_values(value):
+            continue  # an empty parameter value is ignored, as the spec says
         else:
             try:
                 criteria.append(_criterion(resource_type, registry, name, value))

@@ -50,7 +50,7 @@ async def process_bundle(context: FhirContext, base_url: str, body: Any, *, retu
     kind = body.get("type")
     if kind not in ("batch", "transaction"):
         raise FhirError(ErrorCategory.MALFORMED, "The Bundle type must be batch or transaction", ("Bundle.type",))
-    raw_entries = body.get("entry") or []
+    raw_entries = body.get("entry", [])
     if not isinstance(raw_entries, list):
         raise FhirError(ErrorCategory.MALFORMED, "Bundle.entry must be an array", ("Bundle.entry",))
     if kind == "transaction":
