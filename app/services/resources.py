@@ -17,7 +17,7 @@ from app.fhir.models import is_valid_id, require_resource_type, validate_resourc
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import SearchQuery, parse_search
 from app.services.context import FhirContext
-from app.services.stored import versioned
+from app.services.stored import same_content, versioned
 from app.storage.repository import Create, Delete, StoredVersion, StoreSession, Update
 
 __all__ = [
@@ -138,7 +138,11 @@ async def update_in(
     if_match: int | None = None,
     method: str = "PUT",
 ) -> WriteResult:
-    """Replace the resource (or create it with this id); `if_match` guards against a stale version."""
+    """Replace the resource (or create it with this id); `if_match` guards against a stale version.
+
+    A body equal to the current version (apart from meta.versionId/lastUpdated) writes nothing, as
+    HAPI FHIR does, so re-sending the same resource never grows its history.
+    """
     require_resource_type(resource_type)
     _require_id(resource_id)
     resource = validate_resource(body, resource_type)
@@ -151,6 +155,8 @@ async def update_in(
     current = await session.current(resource_type, resource_id)
     current_version = current.version if current is not None else 0
     _check_if_match(if_match, current_version, resource_type, resource_id)
+    if current is not None and not current.deleted and same_content(current.content, resource):
+        return WriteResult(current, created=False, changed=False)  # no new version for an identical body
     now = context.clock()
     version = current_version + 1
     content, index = versioned(context, resource, resource_id, version, now)

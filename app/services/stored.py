@@ -10,7 +10,7 @@ import orjson
 from app.fhir.index import IndexEntries, index_resource
 from app.services.context import FhirContext
 
-__all__ = ["format_instant", "versioned"]
+__all__ = ["format_instant", "same_content", "versioned"]
 
 
 def format_instant(moment: datetime) -> str:
@@ -30,3 +30,16 @@ def versioned(
         **{k: v for k, v in resource.items() if k not in ("resourceType", "id", "meta")},
     }
     return orjson.dumps(stamped), index_resource(context.search_parameters, stamped)
+
+
+def same_content(stored: bytes | None, resource: dict[str, Any]) -> bool:
+    """Whether `resource` equals the stored version apart from meta.versionId and meta.lastUpdated."""
+    if stored is None:
+        return False
+    return _without_version_meta(orjson.loads(stored)) == _without_version_meta(resource)
+
+
+def _without_version_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in ("versionId", "lastUpdated")}
+    rest = {k: v for k, v in resource.items() if k != "meta"}
+    return {**rest, "meta": meta} if meta else rest

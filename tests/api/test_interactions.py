@@ -65,6 +65,14 @@ async def test_update_increments_version_and_keeps_history(client: httpx.AsyncCl
     assert [e["request"]["method"] for e in history["entry"]] == ["PUT", "POST"]
 
 
+async def test_update_with_an_identical_body_makes_no_new_version(client: httpx.AsyncClient) -> None:
+    created = await _create(client, patient())
+    again = await client.put(f"/Patient/{created['id']}", json=created, headers=FHIR_JSON)
+    assert again.status_code == 200
+    assert again.json()["meta"] == created["meta"]
+    assert (await client.get(f"/Patient/{created['id']}/_history")).json()["total"] == 1
+
+
 async def test_update_creates_a_resource_with_the_client_id(client: httpx.AsyncClient) -> None:
     resource_id = unique("put")
     response = await client.put(f"/Patient/{resource_id}", json={**patient(), "id": resource_id}, headers=FHIR_JSON)
@@ -75,7 +83,7 @@ async def test_update_creates_a_resource_with_the_client_id(client: httpx.AsyncC
 async def test_update_with_stale_if_match_is_412_and_changes_nothing(client: httpx.AsyncClient) -> None:
     created = await _create(client, patient())
     url = f"/Patient/{created['id']}"
-    ok = await client.put(url, json=created, headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    ok = await client.put(url, json={**created, "active": True}, headers={**FHIR_JSON, "If-Match": 'W/"1"'})
     assert ok.status_code == 200
     stale = await client.put(url, json={**created, "active": False}, headers={**FHIR_JSON, "If-Match": 'W/"1"'})
     assert stale.status_code == 412

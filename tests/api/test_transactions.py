@@ -149,7 +149,7 @@ async def test_batch_reports_each_entry_and_keeps_the_good_ones(client: httpx.As
 
 async def test_transaction_with_stale_if_match_fails_with_412(client: httpx.AsyncClient) -> None:
     created = (await client.post("/Patient", json=patient(), headers=FHIR_JSON)).json()
-    await client.put(f"/Patient/{created['id']}", json=created, headers=FHIR_JSON)
+    await client.put(f"/Patient/{created['id']}", json={**created, "active": True}, headers=FHIR_JSON)
     bundle = _transaction(
         {"resource": created, "request": {"method": "PUT", "url": f"Patient/{created['id']}", "ifMatch": 'W/"1"'}}
     )
