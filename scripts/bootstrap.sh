@@ -50,7 +50,16 @@ _bp_bootstrap() {
 
   _bp_log "installing backpath[dev] into .venv (pyproject.toml changed or first run)"
   rm -f "$stamp"  # never leave a stamp behind for a half-finished install
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' >&2
+  # pip's output is only interesting when it fails: keep it in a log and show it then.
+  local pip_log
+  pip_log="$(mktemp)"
+  if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' >"$pip_log" 2>&1; then
+    cat "$pip_log" >&2
+    rm -f "$pip_log"
+    _bp_log "pip install failed"
+    return 1
+  fi
+  rm -f "$pip_log"
   echo "$want" >"$stamp"
 }
 

@@ -40,7 +40,7 @@ DATA="$PGDIR/data"
 find_bindir() {
   local d
   # Highest installed major version that has the server binaries.
-  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+  for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
     if [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ]; then
       echo "$d"
       return 0
@@ -87,7 +87,7 @@ chmod 0700 "$PGDIR"
 cd "$PGDIR"
 
 # One ensure_postgres at a time (two test runs starting together must not initdb twice).
-exec 9<"$PGDIR"
+exec 9>"$PGDIR/.ensure_postgres.lock"
 command -v flock >/dev/null 2>&1 && flock 9
 
 PG_CTL="$BINDIR/pg_ctl"
@@ -121,16 +121,26 @@ init_cluster() {
 start_cluster() {
   # Settings go on the command line so a changed BACKPATH_PG_PORT/DIR applies to a reused cluster.
   # fsync etc. are off: this cluster only ever holds disposable test data, and it is much faster.
-  as_pg "$PG_CTL" -D "$DATA" -l "$PGDIR/server.log" -w -t 60 start -o "$(printf '%s ' \
-    "-c listen_addresses=127.0.0.1" "-c port=$PORT" "-c unix_socket_directories=$PGDIR" \
-    "-c fsync=off" "-c synchronous_commit=off" "-c full_page_writes=off" "-c max_connections=200")" \
-    >/dev/null
+  local opts
+  opts="-c listen_addresses=127.0.0.1 -c port=$PORT -c unix_socket_directories=$PGDIR"
+  opts+=" -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+  (
+    # The postmaster outlives us and inherits every open fd: close all but 0-2 so it holds
+    # neither our stdout (a caller's $(...) would wait for EOF forever), our lock, nor any
+    # pipe of the CI runner.
+    for fd in /proc/self/fd/*; do
+      fd="${fd##*/}"
+      if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec </dev/null
+    as_pg "$PG_CTL" -D "$DATA" -l "$PGDIR/server.log" -w -t 60 start -o "$opts" >/dev/null
+  )
 }
 
 # Data dir from another major version (after an upgrade) or a half-finished initdb: start over.
 if [ -d "$DATA" ] && [ "$(cat "$DATA/PG_VERSION" 2>/dev/null || true)" != "$MAJOR" ]; then
   log "existing $DATA is not a PostgreSQL $MAJOR cluster; recreating it"
-  postmaster_alive && as_pg "$PG_CTL" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true
+  if postmaster_alive; then as_pg "$PG_CTL" -D "$DATA" -m immediate stop >/dev/null 2>&1 || true; fi
   rm -rf "$DATA"
 fi
 [ -f "$DATA/PG_VERSION" ] || init_cluster
