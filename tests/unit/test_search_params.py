@@ -59,7 +59,7 @@ def test_token_values_parse_all_four_forms(registry: SearchParameterRegistry) ->
         default_count=10,
         max_count=100,
     )
-    assert query.tokens[0].values == (
+    assert query.criteria[0].values == (
         TokenValue("a", "b"),
         TokenValue(None, "c", no_system=True),
         TokenValue(None, "d"),
@@ -72,4 +72,4 @@ def test_count_is_capped_and_bad_values_are_rejected(registry: SearchParameterRe
     with pytest.raises(FhirError):
         parse_search("Patient", [("_count", "-1")], registry, default_count=10, max_count=100)
     with pytest.raises(FhirError):
-        parse_search("Patient", [("name", "x")], registry, default_count=10, max_count=100, strict=True)
+        parse_search("Patient", [("nonsense", "x")], registry, default_count=10, max_count=100, strict=True)
