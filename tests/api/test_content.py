@@ -48,6 +48,6 @@ async def test_a_search_parameter_in_the_content_folder_is_searchable_after_a_re
 async def test_an_invalid_content_file_stops_the_start_up_naming_the_file(settings: Settings, tmp_path: Path) -> None:
     (tmp_path / "broken.json").write_text('{"resourceType": "Patient", "id": "x", "birthDate": "never"}')
     app = create_app(replace(settings, content_dirs=(tmp_path,)))
-    with pytest.raises(ContentError, match="broken.json"):
+    with pytest.raises(ContentError, match=r"broken\.json"):
         async with app.router.lifespan_context(app):
             pass
