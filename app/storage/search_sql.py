@@ -16,7 +16,6 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
-    exists,
     false,
     func,
     literal,
@@ -60,8 +59,10 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _exists(table: Table, resource_type: str, id_column: ColumnElement[Any], param: str, *conditions: Condition) -> Condition:
-    return exists().where(table.c.type == resource_type, table.c.id == id_column, table.c.param == param, *conditions)
+def _having(table: Table, resource_type: str, id_column: ColumnElement[Any], param: str, *conditions: Condition) -> Condition:
+    """`id IN (ids with an index row for param that meets the conditions)`: the planner can start
+    from the index lookup instead of probing every resource of the type."""
+    return id_column.in_(select(table.c.id).where(table.c.type == resource_type, table.c.param == param, *conditions))
 
 
 def criterion_condition(criterion: Criterion, resource_type: str, id_column: ColumnElement[Any]) -> Condition:
@@ -76,13 +77,13 @@ def criterion_condition(criterion: Criterion, resource_type: str, id_column: Col
         return _has(criterion, resource_type, id_column)
     table = _TABLES[criterion.kind]
     if criterion.modifier == "missing":
-        present = _exists(table, resource_type, id_column, criterion.param)
+        present = _having(table, resource_type, id_column, criterion.param)
         return not_(present) if criterion.values[0] else present
     value_condition = _VALUE_CONDITIONS[criterion.kind]
     matches = or_(*(value_condition(table, value, criterion.modifier) for value in criterion.values))
     if criterion.kind == "token" and criterion.modifier == "not":
-        return not_(_exists(table, resource_type, id_column, criterion.param, matches))
-    return _exists(table, resource_type, id_column, criterion.param, matches)
+        return not_(_having(table, resource_type, id_column, criterion.param, matches))
+    return _having(table, resource_type, id_column, criterion.param, matches)
 
 
 def _token(table: Table, value: Any, modifier: str | None) -> Condition:
@@ -211,20 +212,21 @@ def _chain(criterion: Criterion, resource_type: str, id_column: ColumnElement[An
         and_(link.c.target_type == target, criterion_condition(inner, target, link.c.target_id))
         for target, inner in zip(criterion.target_types, criterion.values, strict=True)
     ]
-    return exists().where(
-        link.c.type == resource_type, link.c.id == id_column, link.c.param == criterion.param, or_(*per_target)
+    return id_column.in_(
+        select(link.c.id).where(link.c.type == resource_type, link.c.param == criterion.param, or_(*per_target))
     )
 
 
 def _has(criterion: Criterion, resource_type: str, id_column: ColumnElement[Any]) -> Condition:
     link = reference_index.alias("has_link")
     assert criterion.source_type is not None
-    return exists().where(
-        link.c.type == criterion.source_type,
-        link.c.param == criterion.param,
-        link.c.target_type == resource_type,
-        link.c.target_id == id_column,
-        criterion_condition(criterion.values[0], criterion.source_type, link.c.id),
+    return id_column.in_(
+        select(link.c.target_id).where(
+            link.c.type == criterion.source_type,
+            link.c.param == criterion.param,
+            link.c.target_type == resource_type,
+            criterion_condition(criterion.values[0], criterion.source_type, link.c.id),
+        )
     )
 
 
