@@ -29,8 +29,9 @@ ComponentExtractor = Callable[[Any, dict[str, Any]], list[Any]]  # (element, res
 
 _PLAIN_PATH = re.compile(r"[A-Z][A-Za-z]+(\.[a-z][A-Za-z0-9]*)+")
 # `path.where(resolve() is Type)`: a reference of one target type (no resolution needed to check it).
-# `(path as Type)`: one type of a choice element, i.e. the JSON key pathType.
-_AS_CHOICE = re.compile(r"\(([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+) as ([A-Za-z]+)\)")
+# `(path as Type)[.more]` or `path.as(Type)`: one type of a choice element, the JSON key pathType.
+_AS_CHOICE = re.compile(r"\(([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+) as ([A-Za-z]+)\)((?:\.[a-z][A-Za-z0-9]*)*)")
+_AS_FUNCTION = re.compile(r"([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+)\.as\(([A-Za-z]+)\)")
 _RESOLVE_IS = re.compile(r"\(?([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+)\.where\(resolve\(\) is ([A-Z][A-Za-z]+)\)\)?")
 _RELATIVE_PATH = re.compile(r"[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*")
 _AS_TYPE = re.compile(r"([a-z][A-Za-z0-9]*)\.as\(([A-Za-z]+)\)")
@@ -138,13 +139,14 @@ def _extractor(expression: str) -> Extractor:
     walks: list[tuple[list[str], str | None]] = []
     for part in parts:
         typed = _RESOLVE_IS.fullmatch(part)
-        choice = _AS_CHOICE.fullmatch(part)
+        choice = _AS_CHOICE.fullmatch(part) or _AS_FUNCTION.fullmatch(part)
         if typed:
             walks.append((typed.group(1).split(".")[1:], typed.group(2)))
         elif choice:
             path = choice.group(1).split(".")[1:]
             type_name = choice.group(2)
-            walks.append(([*path[:-1], path[-1] + type_name[0].upper() + type_name[1:]], None))
+            rest = choice.group(3).split(".")[1:] if choice.re is _AS_CHOICE and choice.group(3) else []
+            walks.append(([*path[:-1], path[-1] + type_name[0].upper() + type_name[1:], *rest], None))
         elif _PLAIN_PATH.fullmatch(part) or "." not in part:
             walks.append((part.split(".")[1:], None))
         else:
@@ -191,17 +193,22 @@ def _component_extractor(expression: str) -> ComponentExtractor:
     return extract
 
 
+# Choice elements (value[x], effective[x], ...) and the type suffixes their JSON keys take in R4.
+_CHOICES: dict[str, list[str]] = _data("choice-elements.json")
+
+
 def walk(node: Any, path: list[str]) -> list[Any]:
     """Follow a plain dotted path through JSON, flattening arrays and resolving choice types."""
     current = [node]
     for name in path:
         following: list[Any] = []
+        suffixes = _CHOICES.get(name, ())
         for item in current:
             if not isinstance(item, dict):
                 continue
             value = item.get(name)
-            if value is None:
-                value = next((v for k, v in item.items() if k.startswith(name) and k[len(name):][:1].isupper()), None)
+            if value is None and suffixes:
+                value = next((item[name + s] for s in suffixes if name + s in item), None)
             if isinstance(value, list):
                 following.extend(value)
             elif value is not None:

@@ -28,6 +28,8 @@ from app.storage.search_sql import (
     reverse_include_statement,
 )
 
+_CREATE_BATCH = 500
+
 __all__ = ["Create", "Delete", "HistoryPage", "SearchPage", "Store", "StoreSession", "StoredVersion", "Update", "Write"]
 
 
@@ -103,10 +105,13 @@ class StoreSession:
 
     connection: AsyncConnection
     writable: bool = False
-    written: list[Write] = field(default_factory=list)
+    # Creates are buffered and written together (one multi-row INSERT per table) before the next
+    # read or other write and at commit: a transaction Bundle of 500 POSTs costs a few statements.
+    pending: list[Create] = field(default_factory=list)
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The latest version, deleted or not."""
+        await self.flush()
         row = (
             await self.connection.execute(
                 select(resource).where(resource.c.type == resource_type, resource.c.id == resource_id)
@@ -115,6 +120,7 @@ class StoreSession:
         return None if row is None else _stored(row._mapping)
 
     async def version(self, resource_type: str, resource_id: str, version: int) -> StoredVersion | None:
+        await self.flush()
         row = (
             await self.connection.execute(
                 select(resource_version).where(
@@ -136,6 +142,7 @@ class StoreSession:
         before_seq: int | None,
     ) -> HistoryPage:
         """Versions newest first, optionally of one type or one resource, paged by change sequence."""
+        await self.flush()
         conditions = []
         if resource_type is not None:
             conditions.append(resource_version.c.type == resource_type)
@@ -155,6 +162,7 @@ class StoreSession:
         return HistoryPage(entries, total, len(rows) > count)
 
     async def search(self, query: SearchQuery) -> SearchPage:
+        await self.flush()
         rows: list[Any] = []
         kinds: list[str] = []
         if query.count > 0:
@@ -183,6 +191,7 @@ class StoreSession:
 
     async def included(self, includes: Sequence[Include], matches: Sequence[StoredVersion], limit: int) -> list[StoredVersion]:
         """Resources `_include`d and `_revinclude`d by the matches; `:iterate` ones once more on those."""
+        await self.flush()
         seen = {(m.type, m.id) for m in matches}
         found: list[StoredVersion] = []
         level = list(matches)
@@ -233,6 +242,7 @@ class StoreSession:
 
     async def lock(self, key: str) -> None:
         """Serialise writers that decide on the same key (conditional create); SQLite already does."""
+        await self.flush()
         if self.connection.dialect.name == "postgresql":
             await self.connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})
 
@@ -241,34 +251,47 @@ class StoreSession:
         if not self.writable:
             raise RuntimeError("apply() needs a write transaction")
         if isinstance(write, Create):
-            await self._create(write)
-        elif isinstance(write, Update):
+            self.pending.append(write)
+            if len(self.pending) >= _CREATE_BATCH:
+                await self.flush()
+            return
+        await self.flush()
+        if isinstance(write, Update):
             await self._update(write)
         else:
             await self._delete(write)
-        self.written.append(write)
 
-    async def _create(self, write: Create) -> None:
+    async def flush(self) -> None:
+        """Write the buffered creates: the resource rows, their first versions and their index rows."""
+        if not self.pending:
+            return
+        creates, self.pending = self.pending, []
         try:
             await self.connection.execute(
-                insert(resource).values(
-                    type=write.type,
-                    id=write.id,
-                    version=1,
-                    last_updated=write.last_updated,
-                    deleted=False,
-                    content=write.content,
-                )
+                insert(resource),
+                [
+                    {"type": c.type, "id": c.id, "version": 1, "last_updated": c.last_updated, "deleted": False, "content": c.content}
+                    for c in creates
+                ],
             )
         except IntegrityError:  # the transaction is lost either way: the error ends it
-            raise FhirError(ErrorCategory.CONFLICT, f"{write.type}/{write.id} already exists") from None
-        await self._record(write.type, write.id, 1, write.last_updated, "POST", write.content)
-        await self._index(write.type, write.id, write.index)
+            taken = creates[0] if len(creates) == 1 else None
+            message = f"{taken.type}/{taken.id} already exists" if taken else "A resource being created already exists"
+            raise FhirError(ErrorCategory.CONFLICT, message) from None
+        await self.connection.execute(
+            insert(resource_version),
+            [
+                {"type": c.type, "id": c.id, "version": 1, "last_updated": c.last_updated, "method": "POST", "content": c.content}
+                for c in creates
+            ],
+        )
+        await self._index([(c.type, c.id, c.index) for c in creates])
 
     async def _update(self, write: Update) -> None:
         new_version = write.expected_version + 1
-        if write.expected_version == 0:
-            await self._create(Create(write.type, write.id, write.content, write.last_updated, write.index))
+        if write.expected_version == 0:  # create-on-update: written at once, so a taken id is this write's 409
+            self.pending.append(Create(write.type, write.id, write.content, write.last_updated, write.index))
+            await self.flush()
             return
         result = await self.connection.execute(
             update(resource)
@@ -279,7 +302,7 @@ class StoreSession:
             raise _changed_meanwhile(write.type, write.id)
         await self._record(write.type, write.id, new_version, write.last_updated, write.method, write.content)
         await self._unindex(write.type, write.id)
-        await self._index(write.type, write.id, write.index)
+        await self._index([(write.type, write.id, write.index)])
 
     async def _delete(self, write: Delete) -> None:
         new_version = write.expected_version + 1
@@ -315,15 +338,16 @@ class StoreSession:
         except IntegrityError:
             raise _changed_meanwhile(resource_type, resource_id) from None
 
-    async def _index(self, resource_type: str, resource_id: str, entries: IndexEntries) -> None:
+    async def _index(self, indexed: Sequence[tuple[str, str, IndexEntries]]) -> None:
         for name, table in INDEX_TABLES.items():
-            rows = getattr(entries, name)
+            columns = [c.name for c in table.columns][2:]  # after type and id
+            rows = [
+                {"type": resource_type, "id": resource_id, **dict(zip(columns, row, strict=True))}
+                for resource_type, resource_id, entries in indexed
+                for row in getattr(entries, name)
+            ]
             if rows:
-                columns = [c.name for c in table.columns][2:]  # after type and id
-                await self.connection.execute(
-                    insert(table),
-                    [{"type": resource_type, "id": resource_id, **dict(zip(columns, row, strict=True))} for row in rows],
-                )
+                await self.connection.execute(insert(table), rows)
 
     async def _unindex(self, resource_type: str, resource_id: str) -> None:
         for table in INDEX_TABLES.values():
@@ -363,7 +387,9 @@ class Store:
         async with self.engine.connect() as connection:
             connection = await connection.execution_options(**{WRITE: True})
             async with connection.begin():
-                yield StoreSession(connection, writable=True)
+                session = StoreSession(connection, writable=True)
+                yield session
+                await session.flush()
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

@@ -48,3 +48,22 @@ def test_bodies_that_are_not_the_expected_resource_are_malformed(body: object, e
     with pytest.raises(FhirError) as caught:
         validate_resource(body, "Patient")
     assert caught.value.category is expected
+
+
+def test_choice_element_list_is_exactly_what_the_r4b_models_know() -> None:
+    choices: dict[str, set[str]] = {}
+    for name in dir(fhirtypes):
+        if not name.endswith("Type"):
+            continue
+        try:
+            model = get_fhir_model_class(name.removesuffix("Type"))
+        except ValueError:
+            continue
+        for field_name, info in getattr(model, "model_fields", {}).items():
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            base = extra.get("one_of_many")
+            key = info.alias or field_name
+            if isinstance(base, str) and key.startswith(base):
+                choices.setdefault(base, set()).add(key[len(base) :])
+    vendored = json.loads(package_data.files("app.data").joinpath("choice-elements.json").read_text())
+    assert {k: set(v) for k, v in vendored.items()} == choices
