@@ -15,24 +15,24 @@ from app.services.operations import OperationRegistry
 __all__ = ["AppSettings", "BaseUrl", "Context", "IfMatch", "Negotiated", "Operations", "PreferReturn"]
 
 
-def _context(request: Request) -> FhirContext:
+async def _context(request: Request) -> FhirContext:
     return request.app.state.fhir  # type: ignore[no-any-return]
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def _operations(request: Request) -> OperationRegistry:
+async def _operations(request: Request) -> OperationRegistry:
     return request.app.state.operations  # type: ignore[no-any-return]
 
 
-def _base_url(request: Request) -> str:
+async def _base_url(request: Request) -> str:
     configured: str | None = request.app.state.settings.base_url
     return (configured or str(request.base_url)).rstrip("/")
 
 
-def _if_match(request: Request) -> int | None:
+async def _if_match(request: Request) -> int | None:
     header = request.headers.get("if-match")
     if header is None:
         return None
@@ -42,7 +42,7 @@ def _if_match(request: Request) -> int | None:
     return int(value)
 
 
-def _prefer_return(request: Request) -> str:
+async def _prefer_return(request: Request) -> str:
     """`representation` (default), `minimal` or `OperationOutcome` from the Prefer header."""
     for part in request.headers.get("prefer", "").split(";"):
         name, _, value = part.strip().partition("=")

@@ -35,7 +35,7 @@ def _media_types(header: str) -> list[str]:
     return [part.split(";")[0].strip().lower() for part in header.split(",") if part.strip()]
 
 
-def check_accept(request: Request) -> None:
+async def check_accept(request: Request) -> None:
     """406 unless the client accepts JSON (`_format` wins over `Accept`, as the spec says)."""
     wanted = request.query_params.get("_format")
     if wanted is not None:

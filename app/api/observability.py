@@ -7,6 +7,7 @@ names and national ids.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import json
 import logging
 import re
@@ -19,6 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["JsonFormatter", "RequestContextMiddleware", "configure_logging", "current_request_id"]
 
+# Request ids: a random per-process prefix and a counter (uuid4 per request costs a syscall).
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count()
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 _VALID_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 access_log = logging.getLogger("backpath.access")
@@ -69,7 +73,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _VALID_ID.fullmatch(incoming) else uuid.uuid4().hex
+        request_id = incoming if _VALID_ID.fullmatch(incoming) else f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
         token = _request_id.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -32,6 +32,8 @@ _PLAIN_PATH = re.compile(r"[A-Z][A-Za-z]+(\.[a-z][A-Za-z0-9]*)+")
 # `(path as Type)[.more]` or `path.as(Type)`: one type of a choice element, the JSON key pathType.
 _AS_CHOICE = re.compile(r"\(([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+) as ([A-Za-z]+)\)((?:\.[a-z][A-Za-z0-9]*)*)")
 _AS_FUNCTION = re.compile(r"([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+)\.as\(([A-Za-z]+)\)")
+# `path.where(field='literal')`, e.g. telecom.where(system='phone').
+_WHERE_EQUALS = re.compile(r"\(?([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+)\.where\(([a-z][A-Za-z0-9]*) ?= ?'([^']*)'\)\)?")
 _RESOLVE_IS = re.compile(r"\(?([A-Z][A-Za-z]+(?:\.[a-z][A-Za-z0-9]*)+)\.where\(resolve\(\) is ([A-Z][A-Za-z]+)\)\)?")
 _RELATIVE_PATH = re.compile(r"[a-z][A-Za-z0-9]*(\.[a-z][A-Za-z0-9]*)*")
 _AS_TYPE = re.compile(r"([a-z][A-Za-z0-9]*)\.as\(([A-Za-z]+)\)")
@@ -133,15 +135,21 @@ def _split_union(expression: str) -> Iterator[str]:
     yield expression[start:]
 
 
+Keep = Callable[[Any], bool]
+
+
 def _extractor(expression: str) -> Extractor:
-    """Plain paths and typed-reference filters are walked directly; anything else goes to FHIRPath."""
+    """Plain paths, choice types and simple filters are walked directly; anything else goes to FHIRPath."""
     parts = [p.strip() for p in _split_union(expression)]
-    walks: list[tuple[list[str], str | None]] = []
+    walks: list[tuple[list[str], Keep | None]] = []
     for part in parts:
         typed = _RESOLVE_IS.fullmatch(part)
+        equals = _WHERE_EQUALS.fullmatch(part)
         choice = _AS_CHOICE.fullmatch(part) or _AS_FUNCTION.fullmatch(part)
         if typed:
-            walks.append((typed.group(1).split(".")[1:], typed.group(2)))
+            walks.append((typed.group(1).split(".")[1:], _refers_to(typed.group(2))))
+        elif equals:
+            walks.append((equals.group(1).split(".")[1:], _has_field(equals.group(2), equals.group(3))))
         elif choice:
             path = choice.group(1).split(".")[1:]
             type_name = choice.group(2)
@@ -152,7 +160,9 @@ def _extractor(expression: str) -> Extractor:
         else:
             break
     else:
-        return lambda resource: [value for path, target in walks for value in walk(resource, path) if _is_a(value, target)]
+        return lambda resource: [
+            value for path, keep in walks for value in walk(resource, path) if keep is None or keep(value)
+        ]
     try:
         compiled = compile_expression(expression)
     except FhirPathError:
@@ -167,12 +177,18 @@ def _extractor(expression: str) -> Extractor:
     return evaluate
 
 
-def _is_a(value: Any, target: str | None) -> bool:
-    """No filter, or a Reference whose literal reference names `target` (relative or absolute)."""
-    if target is None:
-        return True
-    reference = value.get("reference") if isinstance(value, dict) else None
-    return isinstance(reference, str) and (reference.startswith(f"{target}/") or f"/{target}/" in reference)
+def _refers_to(target: str) -> Keep:
+    """A Reference whose literal reference names `target` (relative or absolute)."""
+
+    def keep(value: Any) -> bool:
+        reference = value.get("reference") if isinstance(value, dict) else None
+        return isinstance(reference, str) and (reference.startswith(f"{target}/") or f"/{target}/" in reference)
+
+    return keep
+
+
+def _has_field(name: str, literal: str) -> Keep:
+    return lambda value: isinstance(value, dict) and value.get(name) == literal
 
 
 def _component_extractor(expression: str) -> ComponentExtractor:

@@ -16,7 +16,8 @@ WRITE = "backpath_write"
 def create_engine(url: str) -> AsyncEngine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and write transactions that lock early."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        # A pool big enough that connections (a thread and PRAGMAs each) are reused, not reopened.
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=10)
         _configure_sqlite(engine)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
