@@ -220,7 +220,7 @@ class StoreSession:
         if not ids:
             return set()
         rows = (await self.connection.execute(forward_include_statement(include, ids))).all()
-        return {(row[0], row[1]) for row in rows}
+        return {(row[0], row[1]) for row in rows if row[1] is not None}
 
     async def _current_many(self, keys: set[tuple[str, str]], limit: int) -> list[StoredVersion]:
         found: list[StoredVersion] = []

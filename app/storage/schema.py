@@ -79,7 +79,7 @@ def _index_table(name: str, *columns: Column[object], lookups: tuple[tuple[str, 
         Column("id", String(64), nullable=False),
         Column("param", String(64), nullable=False),
         *columns,
-        Index(f"ix_{name}_resource", "type", "id"),
+        Index(f"ix_{name}_resource", "type", "id", "param"),
         *(Index(f"ix_{name}_{'_'.join(cols)}", "type", "param", *cols) for cols in lookups),
     )
 
@@ -102,19 +102,20 @@ reference_index = _index_table(
     Column("target_type", String(64)),
     Column("target_id", String(64)),
     Column("url", String(255)),
-    lookups=(("target_id", "target_type"), ("url",)),
+    # (type, param, id) serves _include, whose id list otherwise loses to the target index
+    lookups=(("target_id", "target_type"), ("url",), ("id",)),
 )
 date_index = _index_table(
     "date_index",
     Column("low", DateTime(timezone=False), nullable=False),
     Column("high", DateTime(timezone=False), nullable=False),
-    lookups=(("low",), ("high",)),
+    lookups=(),  # range criteria probe each candidate through the (type, id, param) index
 )
 number_index = _index_table(
     "number_index",
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
-    lookups=(("low",),),
+    lookups=(),
 )
 quantity_index = _index_table(
     "quantity_index",
@@ -122,7 +123,7 @@ quantity_index = _index_table(
     Column("code", String(255)),
     Column("low", Float, nullable=False),
     Column("high", Float, nullable=False),
-    lookups=(("code", "low"),),
+    lookups=(),
 )
 uri_index = _index_table("uri_index", Column("value", String(255), nullable=False), lookups=(("value",),))
 composite_index = _index_table(

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
+    exists,
     false,
     func,
     literal,
@@ -59,9 +60,16 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# Range criteria (dates, numbers, quantities) usually match a large share of a type: probing each
+# candidate row is cheaper than materialising every matching id. Equality criteria (tokens,
+# references, strings, uris) are usually selective: starting from the index lookup is cheaper.
+_PROBED = frozenset({date_index.name, number_index.name, quantity_index.name})
+
+
 def _having(table: Table, resource_type: str, id_column: ColumnElement[Any], param: str, *conditions: Condition) -> Condition:
-    """`id IN (ids with an index row for param that meets the conditions)`: the planner can start
-    from the index lookup instead of probing every resource of the type."""
+    """The resource has an index row for `param` that meets the conditions."""
+    if table.name in _PROBED:
+        return exists().where(table.c.type == resource_type, table.c.id == id_column, table.c.param == param, *conditions)
     return id_column.in_(select(table.c.id).where(table.c.type == resource_type, table.c.param == param, *conditions))
 
 
@@ -355,11 +363,11 @@ def forward_include_statement(include: Include, source_ids: Sequence[str]) -> Se
         reference_index.c.type == include.source_type,
         reference_index.c.param == include.param,
         reference_index.c.id.in_(source_ids),
-        reference_index.c.target_id.is_not(None),
-    ]
+    ]  # rows without a local target (absolute URLs) come back with a null id; the caller skips them
     if include.target_type:
         conditions.append(reference_index.c.target_type == include.target_type)
-    return select(reference_index.c.target_type, reference_index.c.target_id).where(*conditions).distinct()
+    # No DISTINCT (the caller keeps a set): with it SQLite scans the covering target index instead.
+    return select(reference_index.c.target_type, reference_index.c.target_id).where(*conditions)
 
 
 def reverse_include_statement(include: Include, target_type: str, target_ids: Sequence[str]) -> Select[Any]:

@@ -24,13 +24,13 @@ _INDEXES: dict[str, tuple[list[sa.Column[object]], tuple[tuple[str, ...], ...]]]
     ),
     "reference_index": (
         [sa.Column("target_type", sa.String(64)), sa.Column("target_id", sa.String(64)), sa.Column("url", sa.String(255))],
-        (("target_id", "target_type"), ("url",)),
+        (("target_id", "target_type"), ("url",), ("id",)),
     ),
     "date_index": (
         [sa.Column("low", sa.DateTime(), nullable=False), sa.Column("high", sa.DateTime(), nullable=False)],
-        (("low",), ("high",)),
+        (),
     ),
-    "number_index": ([sa.Column("low", sa.Float, nullable=False), sa.Column("high", sa.Float, nullable=False)], (("low",),)),
+    "number_index": ([sa.Column("low", sa.Float, nullable=False), sa.Column("high", sa.Float, nullable=False)], ()),
     "quantity_index": (
         [
             sa.Column("system", sa.String(255)),
@@ -38,7 +38,7 @@ _INDEXES: dict[str, tuple[list[sa.Column[object]], tuple[tuple[str, ...], ...]]]
             sa.Column("low", sa.Float, nullable=False),
             sa.Column("high", sa.Float, nullable=False),
         ],
-        (("code", "low"),),
+        (),
     ),
     "uri_index": ([sa.Column("value", sa.String(255), nullable=False)], (("value",),)),
     "composite_index": (
@@ -89,7 +89,7 @@ def upgrade() -> None:
             sa.Column("param", sa.String(64), nullable=False),
             *columns,
         )
-        op.create_index(f"ix_{name}_resource", name, ["type", "id"])
+        op.create_index(f"ix_{name}_resource", name, ["type", "id", "param"])
         for cols in lookups:
             op.create_index(f"ix_{name}_{'_'.join(cols)}", name, ["type", "param", *cols])
     op.create_index("ix_reference_index_target", "reference_index", ["target_type", "target_id"])
