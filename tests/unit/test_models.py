@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from importlib import resources as package_data
+from typing import Any
 
 import pytest
 from fhir.resources.R4B import fhirtypes, get_fhir_model_class
@@ -13,15 +15,20 @@ from app.fhir.models import RESOURCE_TYPES, validate_resource
 from app.fhir.outcome import ErrorCategory, FhirError
 
 
-def test_resource_type_list_is_exactly_what_the_r4b_models_know() -> None:
-    known = set()
+def _models() -> Iterator[Any]:
+    """Every model class the R4B package names in its fhirtypes."""
     for name in dir(fhirtypes):
         if not name.endswith("Type"):
             continue
         try:
-            model = get_fhir_model_class(name.removesuffix("Type"))
+            yield get_fhir_model_class(name.removesuffix("Type"))
         except ValueError:
             continue
+
+
+def test_resource_type_list_is_exactly_what_the_r4b_models_know() -> None:
+    known = set()
+    for model in _models():
         if issubclass(model, Resource) and model.__name__ not in ("Resource", "DomainResource"):
             known.add(model.__name__)
     vendored = set(json.loads(package_data.files("app.data").joinpath("resource-types.json").read_text()))
@@ -52,13 +59,7 @@ def test_bodies_that_are_not_the_expected_resource_are_malformed(body: object, e
 
 def test_choice_element_list_is_exactly_what_the_r4b_models_know() -> None:
     choices: dict[str, set[str]] = {}
-    for name in dir(fhirtypes):
-        if not name.endswith("Type"):
-            continue
-        try:
-            model = get_fhir_model_class(name.removesuffix("Type"))
-        except ValueError:
-            continue
+    for model in _models():
         for field_name, info in getattr(model, "model_fields", {}).items():
             extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
             base = extra.get("one_of_many")
