@@ -165,6 +165,20 @@ class Server:
             return "(no log)"
 
 
+SERVER_ENV = {"BACKPATH_DEV_MODE": "1", "BACKPATH_LOG_LEVEL": "WARNING"}
+
+
+def backpath_server(database_url: str, log_path: Path, env: dict[str, str] | None = None) -> Server:
+    """Our server (`backpath serve`) on `database_url`, not started yet (also used by run_search.py)."""
+    return Server(
+        "ours",
+        [str(BACKPATH), "serve", "--host", "127.0.0.1", "--port", "{port}"],
+        {**SERVER_ENV, "DATABASE_URL": database_url, **(env or {})},
+        log_path,
+        "/metadata",
+    )
+
+
 # ---------------------------------------------------------------- HTTP helpers (setup only, not load)
 
 
@@ -390,14 +404,8 @@ def bench_database(
     ids = [f"bench-{i:05d}" for i in range(args.preload)]
     ids_file = workdir / "ids.txt"
     ids_file.write_text("\n".join(ids) + "\n")
-    common_env = {"BACKPATH_DEV_MODE": "1", "BACKPATH_LOG_LEVEL": "WARNING"}
-    ours = Server(
-        "ours",
-        [str(BACKPATH), "serve", "--host", "127.0.0.1", "--port", "{port}"],
-        {**common_env, "DATABASE_URL": url_ours},
-        workdir / f"{db}-ours.log",
-        "/metadata",
-    )
+    common_env = dict(SERVER_ENV)
+    ours = backpath_server(url_ours, workdir / f"{db}-ours.log")
     floor = Server(
         "floor",
         [str(PYTHON), str(ROOT / "bench" / "floor_app.py"), "--host", "127.0.0.1", "--port", "{port}"],
