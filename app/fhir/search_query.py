@@ -21,7 +21,6 @@ from app.fhir.search_values import date_range, number_range, split_prefix
 from app.fhir.views import SUMMARY_MODES
 
 __all__ = [
-    "RESULT_PARAMETERS",
     "SUPPORTED_TYPES",
     "Criterion",
     "Include",
@@ -34,9 +33,6 @@ __all__ = [
     "parse_search",
 ]
 
-RESULT_PARAMETERS = frozenset(
-    {"_count", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total", "_format", "_pretty", "_cursor"}
-)
 SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "number", "quantity", "uri", "composite"})
 
 _MODIFIERS = {
