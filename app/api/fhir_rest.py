@@ -92,7 +92,8 @@ def _write_response(result: WriteResult, base_url: str, prefer: str) -> Response
         return Response(status_code=status, headers=headers)
     if prefer == "OperationOutcome":
         message = f"{stored.type}/{stored.id} {'created' if result.created else 'updated' if result.changed else 'unchanged'}"
-        return FhirResponse(operation_outcome([Issue("information", "informational", message)]), status, headers)
+        issues = [Issue("information", "informational", message), *result.issues]
+        return FhirResponse(operation_outcome(issues), status, headers)
     return FhirResponse(stored.content, status, headers)
 
 

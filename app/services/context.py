@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
+from app.fhir.outcome import Issue
 from app.fhir.search_params import SearchParameterRegistry
-from app.storage.repository import Store
+from app.storage.repository import Store, StoredVersion, StoreSession
 
-__all__ = ["FhirContext", "utc_now_ms"]
+__all__ = ["FhirContext", "HookResult", "WriteHook", "utc_now_ms"]
 
 
 def utc_now_ms() -> datetime:
     """Now in UTC to the millisecond, naive: what `meta.lastUpdated` and the database both hold."""
     now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """What a write hook hands back: the resource to store (possibly amended) and any warnings."""
+
+    resource: dict[str, Any]
+    issues: tuple[Issue, ...] = ()
+
+
+# A use case that must see every create/update of one resource type (e.g. QuestionnaireResponse
+# validation and scoring, referral activation) registers a hook instead of editing the core: it runs
+# inside the write's transaction after model validation, gets the current stored version (None on
+# create), may raise FhirError to refuse the write, and may write further resources in the session.
+WriteHook = Callable[["StoreSession", "FhirContext", dict[str, Any], StoredVersion | None], Awaitable[HookResult]]
 
 
 @dataclass(frozen=True)
@@ -27,3 +44,15 @@ class FhirContext:
     new_id: Callable[[], str] = field(default=lambda: str(uuid.uuid4()))
     default_count: int = 20
     max_count: int = 1000
+    write_hooks: Mapping[str, Sequence[WriteHook]] = field(default_factory=dict)
+
+    async def run_write_hooks(
+        self, session: StoreSession, resource: dict[str, Any], current: StoredVersion | None
+    ) -> HookResult:
+        """Pass the resource through the hooks of its type, in order; their warnings add up."""
+        issues: list[Issue] = []
+        for hook in self.write_hooks.get(resource["resourceType"], ()):
+            result = await hook(session, self, resource, current)
+            resource = result.resource
+            issues.extend(result.issues)
+        return HookResult(resource, tuple(issues))

@@ -14,7 +14,7 @@ import jsonpatch
 import orjson
 
 from app.fhir.models import is_valid_id, require_resource_type, validate_resource
-from app.fhir.outcome import ErrorCategory, FhirError
+from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.fhir.search_query import SearchQuery, parse_search
 from app.services.context import FhirContext
 from app.services.stored import same_content, versioned
@@ -47,6 +47,7 @@ class WriteResult:
     stored: StoredVersion
     created: bool
     changed: bool = True
+    issues: tuple[Issue, ...] = ()  # warnings from the write hooks
 
 
 def _require_id(resource_id: str) -> str:
@@ -116,10 +117,12 @@ async def create_in(
         if len(matches) > 1:
             raise FhirError(ErrorCategory.MULTIPLE_MATCHES, f"If-None-Exist matches {len(matches)} resources")
     resource_id = resource_id or context.new_id()
+    hooked = await context.run_write_hooks(session, {**resource, "id": resource_id}, None)
     now = context.clock()
-    content, index = versioned(context, resource, resource_id, 1, now)
+    content, index = versioned(context, hooked.resource, resource_id, 1, now)
     await session.apply(Create(resource_type, resource_id, content, now, index))
-    return WriteResult(StoredVersion(resource_type, resource_id, 1, now, False, content, "POST"), created=True)
+    stored = StoredVersion(resource_type, resource_id, 1, now, False, content, "POST")
+    return WriteResult(stored, created=True, issues=hooked.issues)
 
 
 async def update(
@@ -155,14 +158,17 @@ async def update_in(
     current = await session.current(resource_type, resource_id)
     current_version = current.version if current is not None else 0
     _check_if_match(if_match, current_version, resource_type, resource_id)
+    hooked = await context.run_write_hooks(session, resource, current if current is not None and not current.deleted else None)
+    resource = hooked.resource
     if current is not None and not current.deleted and same_content(current.content, resource):
-        return WriteResult(current, created=False, changed=False)  # no new version for an identical body
+        # no new version for an identical body
+        return WriteResult(current, created=False, changed=False, issues=hooked.issues)
     now = context.clock()
     version = current_version + 1
     content, index = versioned(context, resource, resource_id, version, now)
     await session.apply(Update(resource_type, resource_id, current_version, content, now, index, method))
-    created = current is None
-    return WriteResult(StoredVersion(resource_type, resource_id, version, now, False, content, method), created)
+    stored = StoredVersion(resource_type, resource_id, version, now, False, content, method)
+    return WriteResult(stored, created=current is None, issues=hooked.issues)
 
 
 async def update_conditionally(
