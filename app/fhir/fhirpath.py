@@ -1,15 +1,23 @@
-"""The one way BackPath evaluates FHIRPath: fhirpathpy over the R4 model, compiled once per text."""
+"""The one way BackPath evaluates FHIRPath: fhirpathpy over the R4 model, parsed once per text.
+
+Callers pass the environment variables (`%resource`, `%context`, `%subject`, named inputs, ...)
+and, where a use case needs them, extra functions such as SDC's `weight()`; both are per call, so
+one parsed expression serves every questionnaire, plan and search parameter.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from fhirpathpy import apply_parsed_path
 from fhirpathpy import compile as compile_fhirpath
 from fhirpathpy.models import models
+from fhirpathpy.parser import parse
 
-__all__ = ["FhirPathError", "compile_expression", "evaluate"]
+__all__ = ["FhirPathError", "FhirPathFunction", "compile_expression", "evaluate", "parse_expression"]
 
 _R4 = models["r4"]
 
@@ -18,6 +26,18 @@ Compiled = Callable[..., list[Any]]
 
 class FhirPathError(ValueError):
     """An expression that does not parse or cannot be evaluated."""
+
+
+@dataclass(frozen=True)
+class FhirPathFunction:
+    """An extra function for expressions: `call(inputs, *arguments)` returns the output collection.
+
+    `arity` maps each accepted argument count to fhirpathpy's parameter types, e.g.
+    `{0: (), 1: ("Expr",)}`.
+    """
+
+    call: Callable[..., Any]
+    arity: Mapping[int, tuple[str, ...]]
 
 
 @lru_cache(maxsize=4096)
@@ -29,12 +49,34 @@ def compile_expression(expression: str) -> Compiled:
         raise FhirPathError(f"Cannot parse FHIRPath '{expression}': {error}") from None
 
 
-def evaluate(expression: str, resource: Any, variables: Mapping[str, Any] | None = None) -> list[Any]:
-    """Evaluate `expression` on `resource` with `%resource` and `%context` set to it."""
-    context = {"resource": resource, "context": resource, **(variables or {})}
+@lru_cache(maxsize=8192)
+def parse_expression(expression: str) -> Any:
+    """The parse tree of `expression`, cached; raise FhirPathError when it does not parse."""
     try:
-        return compile_expression(expression)(resource, context)
+        return parse(expression)  # type: ignore[no-untyped-call]
+    except Exception as error:  # fhirpathpy raises bare Exceptions from its ANTLR parser
+        raise FhirPathError(f"Cannot parse FHIRPath '{expression}': {error}") from None
+
+
+def evaluate(
+    expression: str,
+    resource: Any,
+    variables: Mapping[str, Any] | None = None,
+    functions: Mapping[str, FhirPathFunction] | None = None,
+) -> list[Any]:
+    """Evaluate `expression` on `resource`; `%resource` and `%context` default to it.
+
+    Raises FhirPathError for a parse or evaluation failure, whatever fhirpathpy raised.
+    """
+    parsed = parse_expression(expression)
+    context = {"resource": resource, "context": resource, **(variables or {})}
+    options = None
+    if functions:
+        options = {"userInvocationTable": {name: {"fn": f.call, "arity": dict(f.arity)} for name, f in functions.items()}}
+    try:
+        return list(apply_parsed_path(resource, parsed, context, _R4, options))  # type: ignore[no-untyped-call]
     except FhirPathError:
         raise
     except Exception as error:  # evaluation errors surface as assorted exception types
         raise FhirPathError(f"Cannot evaluate FHIRPath '{expression}': {error}") from None
+

@@ -50,33 +50,36 @@ class Operation:
     documentation: str = ""
 
 
+    def callable_at(self, resource_type: str | None, instance: bool) -> bool:
+        """Whether this operation can be invoked on `resource_type` (None: the system) at that level."""
+        if resource_type is None:
+            return self.system_level
+        if self.resource_types is not None and resource_type not in self.resource_types:
+            return False
+        return self.instance_level if instance else self.type_level
+
+
 class OperationRegistry:
+    """Operations by code; one code may have several entries for different resource types
+    (`PlanDefinition/$apply` and `ActivityDefinition/$apply` are different operations)."""
+
     def __init__(self, operations: list[Operation]) -> None:
-        self.operations = {op.code: op for op in operations}
+        self.operations = list(operations)
 
     def find(self, code: str, resource_type: str | None, instance: bool) -> Operation:
         """The operation called `$code` at this level, or 404 when there is none."""
-        operation = self.operations.get(code)
-        level_ok = operation is not None and (
-            (resource_type is None and operation.system_level)
-            or (resource_type is not None and not instance and operation.type_level)
-            or (instance and operation.instance_level)
-        )
-        if operation is None or not level_ok or (
-            resource_type is not None
-            and operation.resource_types is not None
-            and resource_type not in operation.resource_types
-        ):
-            where = f"{resource_type}{'/[id]' if instance else ''}" if resource_type else "the system"
-            raise FhirError(ErrorCategory.NOT_FOUND, f"There is no operation ${code} on {where}")
-        return operation
+        for operation in self.operations:
+            if operation.code == code and operation.callable_at(resource_type, instance):
+                return operation
+        where = f"{resource_type}{'/[id]' if instance else ''}" if resource_type else "the system"
+        raise FhirError(ErrorCategory.NOT_FOUND, f"There is no operation ${code} on {where}")
 
     def for_type(self, resource_type: str) -> list[Operation]:
         return [
             op
-            for op in self.operations.values()
-            if (op.type_level or op.instance_level) and (op.resource_types is None or resource_type in op.resource_types)
+            for op in self.operations
+            if op.callable_at(resource_type, instance=False) or op.callable_at(resource_type, instance=True)
         ]
 
     def system_operations(self) -> list[Operation]:
-        return [op for op in self.operations.values() if op.system_level]
+        return [op for op in self.operations if op.system_level]
