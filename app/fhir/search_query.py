@@ -109,7 +109,7 @@ class SearchQuery:
     cursor: tuple[Any, ...] | None = None
     summary: str | None = None
     elements: tuple[str, ...] = ()
-    total: str = "accurate"
+    total: str | None = None  # none | estimate | accurate; None: only when it costs nothing (see the store)
     ignored: tuple[Issue, ...] = field(default=())
 
 
@@ -127,7 +127,8 @@ def parse_search(
     sort: tuple[SortKey, ...] = ()
     includes: list[Include] = []
     ignored: list[Issue] = []
-    count, cursor, summary, total = default_count, None, None, "accurate"
+    count, cursor, summary = default_count, None, None
+    total: str | None = None
     elements: tuple[str, ...] = ()
     for name, value in params:
         if has_control_characters(name) or has_control_characters(value):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import delete, false, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -20,15 +21,17 @@ from app.fhir.index import IndexEntries
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import Include, SearchQuery
 from app.storage.engine import WRITE
-from app.storage.schema import INDEX_TABLES, resource, resource_version
+from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version
 from app.storage.search_sql import (
     count_statement,
     forward_include_statement,
-    page_statement,
+    match_statement,
+    page_statements,
     reverse_include_statement,
 )
 
 _CREATE_BATCH = 500
+_EXACT_BELOW = 1000  # `_total=estimate`: counting fewer matches than this is cheap, so count them
 
 __all__ = ["Create", "Delete", "HistoryPage", "SearchPage", "Store", "StoreSession", "StoredVersion", "Update", "Write"]
 
@@ -166,12 +169,19 @@ class StoreSession:
         rows: list[Any] = []
         kinds: list[str] = []
         if query.count > 0:
-            statement, kinds = page_statement(query)
-            rows = list((await self.connection.execute(statement)).all())
+            statements, kinds = page_statements(query)
+            for statement in statements:  # until one row more than the page is found
+                rows += (await self.connection.execute(statement)).all()
+                if len(rows) > query.count:
+                    break
+        more = len(rows) > query.count
         total: int | None = None
         if query.total == "accurate" or query.count == 0:
             total = int((await self.connection.execute(count_statement(query))).scalar_one())
-        more = len(rows) > query.count
+        elif query.total == "estimate":
+            total = await self._estimate(query)
+        elif query.total is None and query.cursor is None and not more:
+            total = len(rows)  # the first page holds every match: the total is known for free
         page = rows[: query.count]
         backward = query.cursor is not None and query.cursor[0] == "p"
         if backward:
@@ -188,6 +198,19 @@ class StoreSession:
             first_sort_values=sort_values(page[0]) if page else (),
             last_sort_values=sort_values(page[-1]) if page else (),
         )
+
+    async def _estimate(self, query: SearchQuery) -> int:
+        """PostgreSQL's planner estimate of the matches (as Medplum gives for `_total=estimate`),
+        counted exactly when small; SQLite has no estimates, so it counts."""
+        if self.connection.dialect.name == "postgresql":
+            compiled = match_statement(query).compile(dialect=self.connection.dialect)
+            arguments = tuple(compiled.params[name] for name in compiled.positiontup or ())  # still bound, never inlined
+            plan = (await self.connection.exec_driver_sql("EXPLAIN (FORMAT JSON) " + str(compiled), arguments)).scalar_one()
+            plan = orjson.loads(plan) if isinstance(plan, str | bytes) else plan
+            estimate = int(plan[0]["Plan"]["Plan Rows"])
+            if estimate > _EXACT_BELOW:
+                return estimate
+        return int((await self.connection.execute(count_statement(query))).scalar_one())
 
     async def included(self, includes: Sequence[Include], matches: Sequence[StoredVersion], limit: int) -> list[StoredVersion]:
         """Resources `_include`d and `_revinclude`d by the matches; `:iterate` ones once more on those."""
@@ -340,18 +363,37 @@ class StoreSession:
 
     async def _index(self, indexed: Sequence[tuple[str, str, IndexEntries]]) -> None:
         for name, table in INDEX_TABLES.items():
-            columns = [c.name for c in table.columns][2:]  # after type and id
-            rows = [
-                {"type": resource_type, "id": resource_id, **dict(zip(columns, row, strict=True))}
-                for resource_type, resource_id, entries in indexed
-                for row in getattr(entries, name)
-            ]
+            columns = [c.name for c in table.columns if not c.name.startswith("sort_")][2:]  # after type and id
+            rows: list[dict[str, Any]] = []
+            for resource_type, resource_id, entries in indexed:
+                own = [{"type": resource_type, "id": resource_id, **dict(zip(columns, row, strict=True))} for row in getattr(entries, name)]
+                if table.name in SORT_COLUMNS:
+                    _flag_sort_rows(own, *SORT_COLUMNS[table.name])
+                rows += own
             if rows:
                 await self.connection.execute(insert(table), rows)
 
     async def _unindex(self, resource_type: str, resource_id: str) -> None:
         for table in INDEX_TABLES.values():
             await self.connection.execute(delete(table).where(table.c.type == resource_type, table.c.id == resource_id))
+
+
+def _flag_sort_rows(rows: list[dict[str, Any]], ascending: str, descending: str) -> None:
+    """Flag, per parameter, the row with the lowest ascending and the one with the highest descending
+    value (the first of equals); a parameter whose values are all null gets no flag."""
+    first: dict[str, dict[str, Any]] = {}
+    last: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        row["sort_first"] = row["sort_last"] = False
+        param = row["param"]
+        if row[ascending] is not None and (param not in first or row[ascending] < first[param][ascending]):
+            first[param] = row
+        if row[descending] is not None and (param not in last or row[descending] > last[param][descending]):
+            last[param] = row
+    for row in first.values():
+        row["sort_first"] = True
+    for row in last.values():
+        row["sort_last"] = True
 
 
 def _changed_meanwhile(resource_type: str, resource_id: str) -> FhirError:

@@ -20,10 +20,13 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    false,
+    true,
 )
 
 __all__ = [
     "INDEX_TABLES",
+    "SORT_COLUMNS",
     "composite_index",
     "date_index",
     "metadata",
@@ -70,18 +73,54 @@ resource_version = Table(
 )
 
 
+# The value a resource sorts by for one parameter, per index table: ascending by the lowest value,
+# descending by the highest. At write time the row holding it is flagged (`sort_first` /
+# `sort_last`), so `_sort` walks a partial index in order instead of aggregating per resource.
+SORT_COLUMNS: dict[str, tuple[str, str]] = {
+    "token_index": ("code", "code"),
+    "string_index": ("norm", "norm"),
+    "reference_index": ("target_id", "target_id"),
+    "date_index": ("low", "high"),
+    "number_index": ("low", "high"),
+    "quantity_index": ("low", "high"),
+    "uri_index": ("value", "value"),
+}
+
+
 def _index_table(name: str, *columns: Column[object], lookups: tuple[tuple[str, ...], ...]) -> Table:
-    """An index table: (type, id, param) plus its value columns, indexed for lookup and for clean-up."""
-    return Table(
+    """An index table: (type, id, param) plus its value columns, indexed for lookup and for clean-up,
+    and (for sortable types) the sort flags with one partial index per sort direction."""
+    sortable = name in SORT_COLUMNS
+    flags = (
+        [Column("sort_first", Boolean, nullable=False, server_default=false()), Column("sort_last", Boolean, nullable=False, server_default=false())]
+        if sortable
+        else []
+    )
+    table = Table(
         name,
         metadata,
         Column("type", String(64), nullable=False),
         Column("id", String(64), nullable=False),
         Column("param", String(64), nullable=False),
         *columns,
+        *flags,
         Index(f"ix_{name}_resource", "type", "id", "param"),
         *(Index(f"ix_{name}_{'_'.join(cols)}", "type", "param", *cols) for cols in lookups),
     )
+    if sortable:
+        ascending, descending = SORT_COLUMNS[name]
+        for flag, column in (("sort_first", ascending), ("sort_last", descending)):
+            predicate = table.c[flag] == true()
+            Index(
+                f"ix_{name}_{flag}",
+                table.c.type,
+                table.c.param,
+                table.c[column],
+                table.c.id,
+                sqlite_where=predicate,
+                postgresql_where=predicate,
+            )
+    return table
 
 
 token_index = _index_table(

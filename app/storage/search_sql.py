@@ -8,6 +8,7 @@ another resource type.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from sqlalchemy import (
     func,
     literal,
     not_,
+    null,
     or_,
     select,
     true,
@@ -30,6 +32,7 @@ from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import Criterion, Include, SearchQuery, SortKey, TokenValue
 from app.fhir.search_values import DateRange, NumberRange, normalise, now_utc
 from app.storage.schema import (
+    SORT_COLUMNS,
     composite_index,
     date_index,
     number_index,
@@ -41,7 +44,7 @@ from app.storage.schema import (
     uri_index,
 )
 
-__all__ = ["count_statement", "forward_include_statement", "page_statement", "reverse_include_statement"]
+__all__ = ["count_statement", "forward_include_statement", "match_statement", "page_statements", "reverse_include_statement"]
 
 Condition = ColumnElement[bool]
 _TABLES: dict[str, Table] = {
@@ -246,15 +249,16 @@ def _conditions(query: SearchQuery) -> list[Condition]:
     ]
 
 
-_SORT_COLUMNS = {
-    "string": ("norm", "norm"),
-    "token": ("code", "code"),
-    "date": ("low", "high"),
-    "number": ("low", "high"),
-    "quantity": ("low", "high"),
-    "uri": ("value", "value"),
-    "reference": ("target_id", "target_id"),
-}
+def _sort_source(key: SortKey) -> tuple[Table, str, str]:
+    """The index table of a sort key, its value column for the key's direction and the flag that
+    marks the row holding a resource's sort value."""
+    table = _TABLES[key.kind]
+    ascending, descending = SORT_COLUMNS[table.name]
+    return (table, descending, "sort_last") if key.descending else (table, ascending, "sort_first")
+
+
+def _joinable(key: SortKey) -> bool:
+    return key.param not in ("_id", "_lastUpdated") and key.kind in _TABLES and _TABLES[key.kind].name in SORT_COLUMNS
 
 
 def sort_expression(key: SortKey, resource_type: str) -> Any:
@@ -263,18 +267,27 @@ def sort_expression(key: SortKey, resource_type: str) -> Any:
         return resource.c.id
     if key.param == "_lastUpdated":
         return resource.c.last_updated
-    table = _TABLES[key.kind]
-    ascending_column, descending_column = _SORT_COLUMNS[key.kind]
-    aggregate = func.max(table.c[descending_column]) if key.descending else func.min(table.c[ascending_column])
+    table, column, flag = _sort_source(key)
     return (
-        select(aggregate)
-        .where(table.c.type == resource_type, table.c.id == resource.c.id, table.c.param == key.param)
+        select(table.c[column])
+        .where(table.c.type == resource_type, table.c.id == resource.c.id, table.c.param == key.param, table.c[flag] == true())
         .scalar_subquery()
     )
 
 
-def _beyond_cursor(keys: Sequence[tuple[Any, bool]], values: Sequence[Any], edge_id: str, id_descending: bool, forward: bool) -> Condition:
-    """Rows after (forward) or before the cursor in (keys..., id) order with nulls last: keyset paging."""
+def _beyond_cursor(
+    keys: Sequence[tuple[Any, bool]],
+    values: Sequence[Any],
+    edge_id: str,
+    id_column: Any,
+    id_descending: bool,
+    forward: bool,
+    seekable: bool,
+) -> Condition:
+    """Rows after (forward) or before the cursor in (keys..., id) order with nulls last: keyset paging.
+
+    `seekable`: the first key is never null, so a plain bound on it (which a planner can seek an
+    index with) is added."""
     alternatives: list[Condition] = []
     equal_so_far: list[Condition] = []
     for (expression, descending), value in zip(keys, values, strict=True):
@@ -287,46 +300,100 @@ def _beyond_cursor(keys: Sequence[tuple[Any, bool]], values: Sequence[Any], edge
             same = expression == value
         alternatives.append(and_(*equal_so_far, beyond))
         equal_so_far.append(same)
-    id_later = resource.c.id < edge_id if id_descending else resource.c.id > edge_id
-    id_earlier = resource.c.id > edge_id if id_descending else resource.c.id < edge_id
+    id_later = id_column < edge_id if id_descending else id_column > edge_id
+    id_earlier = id_column > edge_id if id_descending else id_column < edge_id
     alternatives.append(and_(*equal_so_far, id_later if forward else id_earlier))
-    return or_(*alternatives)
+    condition = or_(*alternatives)
+    if seekable and keys and values[0] is not None:
+        (first, descending), value = keys[0], values[0]
+        condition = and_(first <= value if descending == forward else first >= value, condition)
+    return condition
 
 
 def _sort_keys(query: SearchQuery) -> tuple[list[SortKey], bool]:
-    """The keys before any `_id` key (which decides every tie after it), and the id direction."""
+    """The keys before any `_id` key (which decides every tie after it), and the id direction: that
+    of an explicit `_id` key, else that of the first key, so one index walk serves both."""
     keys: list[SortKey] = []
     for key in query.sort:
         if key.param == "_id":
             return keys, key.descending
         keys.append(key)
-    return keys, False
+    return keys, bool(keys) and keys[0].descending
 
 
-def page_statement(query: SearchQuery) -> tuple[Select[Any], list[str]]:
-    """One page next to the cursor, one row more than the page (to tell whether another follows);
-    also the kinds of the sort values selected after the resource columns (for the next cursor).
+@dataclass(frozen=True)
+class _Phase:
+    """One ordered part of the results. With a first sort key on an index table there are two: the
+    resources with a value for it (joined to its flagged index row, so the planner walks that index
+    in order) and, after them, those without one (ordered by the other keys)."""
+
+    selected: list[Any]  # the sort values selected, one per sort key (null for the missing first key)
+    keys: list[tuple[Any, bool]]  # what the phase orders by, before the id
+    skip: int  # leading cursor values the phase does not order by
+    id_column: Any
+    conditions: list[Condition]
+    source: Any = resource
+    seekable: bool = False  # the first key is never null
+
+
+def page_statements(query: SearchQuery) -> tuple[list[Select[Any]], list[str]]:
+    """The statements of one page next to the cursor, to run in order until one row more than the page
+    is found (telling whether another follows); also the kinds of the sort values selected after the
+    resource columns (for the next cursor).
 
     A backward cursor ("p") selects in reverse order: the caller reverses the rows.
     """
     sort_keys, id_descending = _sort_keys(query)
-    keys = [(sort_expression(k, query.resource_type), k.descending) for k in sort_keys]
     kinds = [k.kind for k in sort_keys]
-    conditions = _conditions(query)
-    forward = True
+    forward, values, edge_id = True, None, ""
     if query.cursor is not None:
         direction, *values, edge_id = query.cursor
-        if direction not in ("n", "p") or len(values) != len(keys):
+        if direction not in ("n", "p") or len(values) != len(sort_keys):
             raise FhirError(ErrorCategory.INVALID_PARAMETER, "The _cursor does not fit this search", ("_cursor",))
         forward = direction == "n"
-        restored = [_restore(kind, v) for kind, v in zip(kinds, values, strict=True)]
-        conditions.append(_beyond_cursor(keys, restored, str(edge_id), id_descending, forward))
-    order = [
-        (e.desc() if d else e.asc()).nulls_last() if forward else (e.asc() if d else e.desc()).nulls_first()
-        for e, d in keys
-    ]
-    order.append(resource.c.id.desc() if id_descending == forward else resource.c.id.asc())
-    statement = (
+        values = [_restore(kind, v) for kind, v in zip(kinds, values, strict=True)]
+    base = _conditions(query)
+    edge = str(edge_id)
+    if not sort_keys or not _joinable(sort_keys[0]):
+        keys = [(sort_expression(k, query.resource_type), k.descending) for k in sort_keys]
+        phase = _Phase([e for e, _ in keys], keys, 0, resource.c.id, base, seekable=bool(sort_keys) and sort_keys[0].param == "_lastUpdated")
+        return [_phase_statement(query, phase, values, edge, id_descending, forward)], kinds
+    rest = [(sort_expression(k, query.resource_type), k.descending) for k in sort_keys[1:]]
+    first = sort_keys[0]
+    table, column, flag = _sort_source(first)
+    holder = table.alias("sort_0")
+    held = and_(holder.c.type == query.resource_type, holder.c.id == resource.c.id, holder.c.param == first.param, holder.c[flag] == true())
+    with_value = _Phase(
+        [holder.c[column], *(e for e, _ in rest)],
+        [(holder.c[column], first.descending), *rest],
+        0,
+        holder.c.id,
+        base,
+        resource.join(holder, held),
+        seekable=True,
+    )
+    flagged = exists().where(table.c.type == query.resource_type, table.c.id == resource.c.id, table.c.param == first.param, table.c[flag] == true())
+    without_value = _Phase([null(), *(e for e, _ in rest)], rest, 1, resource.c.id, [*base, not_(flagged)])
+    phases: list[tuple[_Phase, list[Any] | None]]
+    if values is None:
+        phases = [(with_value, None), (without_value, None)]
+    elif values[0] is not None:  # the cursor is among the resources with a value
+        phases = [(with_value, values), (without_value, None)] if forward else [(with_value, values)]
+    else:
+        phases = [(without_value, values)] if forward else [(without_value, values), (with_value, None)]
+    return [_phase_statement(query, phase, cursor, edge, id_descending, forward) for phase, cursor in phases], kinds
+
+
+def _phase_statement(
+    query: SearchQuery, phase: _Phase, values: list[Any] | None, edge_id: str, id_descending: bool, forward: bool
+) -> Select[Any]:
+    conditions = list(phase.conditions)
+    if values is not None:
+        cursor = values[phase.skip :]
+        conditions.append(_beyond_cursor(phase.keys, cursor, edge_id, phase.id_column, id_descending, forward, phase.seekable))
+    order = [_ordering(e, d, forward, nullable=i > 0 or not phase.seekable) for i, (e, d) in enumerate(phase.keys)]
+    order.append(phase.id_column.desc() if id_descending == forward else phase.id_column.asc())
+    return (
         select(
             resource.c.type,
             resource.c.id,
@@ -334,13 +401,22 @@ def page_statement(query: SearchQuery) -> tuple[Select[Any], list[str]]:
             resource.c.last_updated,
             resource.c.deleted,
             resource.c.content,
-            *(e.label(f"sort_{i}") for i, (e, _) in enumerate(keys)),
+            *(e.label(f"sort_{i}") for i, e in enumerate(phase.selected)),
         )
+        .select_from(phase.source)
         .where(*conditions)
         .order_by(*order)
         .limit(query.count + 1)
     )
-    return statement, kinds
+
+
+def _ordering(expression: Any, descending: bool, forward: bool, nullable: bool) -> Any:
+    """ORDER BY term with nulls last (first when reading backwards); a key that is never null gets a
+    plain direction, which an index scan in either direction satisfies."""
+    ordered = expression.desc() if descending == forward else expression.asc()
+    if not nullable:
+        return ordered
+    return ordered.nulls_last() if forward else ordered.nulls_first()
 
 
 def _restore(kind: str, value: Any) -> Any:
@@ -355,6 +431,11 @@ def _restore(kind: str, value: Any) -> Any:
 
 def count_statement(query: SearchQuery) -> Select[Any]:
     return select(func.count()).select_from(resource).where(*_conditions(query))
+
+
+def match_statement(query: SearchQuery) -> Select[Any]:
+    """The ids of every match, unordered: what a planner estimates the size of."""
+    return select(resource.c.id).where(*_conditions(query))
 
 
 def forward_include_statement(include: Include, source_ids: Sequence[str]) -> Select[Any]:

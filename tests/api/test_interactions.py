@@ -266,7 +266,7 @@ async def test_search_pages_with_next_links(client: httpx.AsyncClient) -> None:
     for _ in range(5):
         await _create(client, patient(family=family, identifier=[{"system": "urn:grp", "value": value}]))
     seen: list[str] = []
-    url: str | None = f"/Patient?identifier=urn:grp|{value}&_count=2"
+    url: str | None = f"/Patient?identifier=urn:grp|{value}&_count=2&_total=accurate"
     while url:
         page = (await client.get(url)).json()
         assert page["total"] == 5

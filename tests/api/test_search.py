@@ -224,6 +224,45 @@ async def test_sort_by_several_keys_and_page_forward_and_back(client: httpx.Asyn
     assert [e["resource"]["id"] for e in back["entry"]] == order[2:4]
 
 
+@pytest.mark.parametrize("sort", ["-birthdate", "birthdate", "family", "-family,birthdate"])
+async def test_sort_puts_resources_without_the_value_last_and_pages_both_ways(client: httpx.AsyncClient, sort: str) -> None:
+    system = f"urn:{unique('nulls')}"
+    births = ["1980-01-01", None, "1970-05-05", "1990-01-01", None, "1970-05-05", "1975-01-01"]
+    families = ["B", "A", None, "C", None, "A", "B"]
+    created = []
+    for i, (birth, family) in enumerate(zip(births, families, strict=True)):
+        resource = patient(identifier=[{"system": system, "value": str(i)}])
+        resource.pop("birthDate")
+        resource["name"] = [{"family": family}] if family else []
+        if birth:
+            resource["birthDate"] = birth
+        created.append(await _create(client, {k: v for k, v in resource.items() if v != []}))
+
+    def key_of(resource: dict[str, Any], name: str) -> str | None:
+        return resource.get("birthDate") if name == "birthdate" else next((n.get("family", "").lower() for n in resource.get("name", [])), None)
+
+    expected = sorted(created, key=lambda r: r["id"], reverse=sort.startswith("-"))
+    for part in reversed(sort.split(",")):
+        name = part.lstrip("-")
+        present = [r for r in expected if key_of(r, name) is not None]
+        missing = [r for r in expected if key_of(r, name) is None]
+        expected = sorted(present, key=lambda r, n=name: key_of(r, n) or "", reverse=part.startswith("-")) + missing
+    url: str | None = f"/Patient?identifier={system}|&_sort={sort}&_count=2"
+    pages: list[dict[str, Any]] = []
+    while url:
+        pages.append((await client.get(url)).json())
+        url = next((lk["url"] for lk in pages[-1]["link"] if lk["relation"] == "next"), None)
+    order = [e["resource"]["id"] for page in pages for e in page.get("entry", [])]
+    assert order == [r["id"] for r in expected]
+    backwards: list[str] = []
+    url = next((lk["url"] for lk in pages[-1]["link"] if lk["relation"] == "previous"), None)
+    while url:
+        page = (await client.get(url)).json()
+        backwards = [e["resource"]["id"] for e in page.get("entry", [])] + backwards
+        url = next((lk["url"] for lk in page["link"] if lk["relation"] == "previous"), None)
+    assert backwards == order[: len(backwards)] and len(backwards) == len(order) - len(pages[-1]["entry"])
+
+
 async def test_paging_holds_while_others_insert(client: httpx.AsyncClient) -> None:
     """1,000 matches paged 50 at a time while new matching resources keep arriving: every original
     match is seen exactly once."""
@@ -263,6 +302,14 @@ async def test_total_summary_count_and_elements(client: httpx.AsyncClient) -> No
     assert counted["total"] == 3 and counted["entry"] == []
     untotalled = (await client.get("/Patient", params={"identifier": f"{system}|", "_total": "none"})).json()
     assert "total" not in untotalled and len(untotalled["entry"]) == 3
+    for total in ("accurate", "estimate"):
+        paged = (await client.get("/Patient", params={"identifier": f"{system}|", "_total": total, "_count": "1"})).json()
+        assert paged["total"] == 3 and len(paged["entry"]) == 1
+    # Without _total the total is given only when it is known for free: the first page holds everything.
+    whole = (await client.get("/Patient", params={"identifier": f"{system}|"})).json()
+    assert whole["total"] == 3
+    first_of_two = (await client.get("/Patient", params={"identifier": f"{system}|", "_count": "2"})).json()
+    assert "total" not in first_of_two
     slim = (await client.get("/Patient", params={"identifier": f"{system}|", "_elements": "gender"})).json()
     assert all(set(e["resource"]) <= {"resourceType", "id", "meta", "gender"} for e in slim["entry"])
 

@@ -1,0 +1,57 @@
+"""Sort flags on the index tables: the row holding a resource's sort value per parameter, with a
+partial index per direction, so `_sort` walks an index instead of aggregating per resource.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+# table -> (ascending sort column, descending sort column), as frozen at this revision
+_SORTABLE = {
+    "token_index": ("code", "code"),
+    "string_index": ("norm", "norm"),
+    "reference_index": ("target_id", "target_id"),
+    "date_index": ("low", "high"),
+    "number_index": ("low", "high"),
+    "quantity_index": ("low", "high"),
+    "uri_index": ("value", "value"),
+}
+
+
+def upgrade() -> None:
+    dialect = op.get_bind().dialect.name
+    row_id = "ctid" if dialect == "postgresql" else "rowid"
+    flag_true = "true" if dialect == "postgresql" else "1"
+    for table, (ascending, descending) in _SORTABLE.items():
+        for flag in ("sort_first", "sort_last"):
+            op.add_column(table, sa.Column(flag, sa.Boolean, nullable=False, server_default=sa.false()))
+        # Flag the existing rows the way the repository flags new ones: per (type, id, param), the
+        # row with the lowest ascending value and the row with the highest descending value.
+        for flag, column, direction in (("sort_first", ascending, "ASC"), ("sort_last", descending, "DESC")):
+            op.execute(
+                f"UPDATE {table} SET {flag} = {flag_true} WHERE {row_id} IN ("
+                f" SELECT rid FROM (SELECT {row_id} AS rid, ROW_NUMBER() OVER ("
+                f"  PARTITION BY type, id, param ORDER BY {column} {direction}) AS n"
+                f"  FROM {table} WHERE {column} IS NOT NULL) ranked WHERE n = 1)"
+            )
+            op.create_index(
+                f"ix_{table}_{flag}",
+                table,
+                ["type", "param", column, "id"],
+                sqlite_where=sa.text(f"{flag} = 1"),
+                postgresql_where=sa.text(f"{flag} = true"),
+            )
+
+
+def downgrade() -> None:
+    for table in _SORTABLE:
+        for flag in ("sort_first", "sort_last"):
+            op.drop_index(f"ix_{table}_{flag}", table_name=table)
+            op.drop_column(table, flag)
