@@ -87,6 +87,15 @@ SORT_COLUMNS: dict[str, tuple[str, str]] = {
 }
 
 
+# Range criteria probe each candidate through (type, id, param): for the range tables that index
+# also holds the values, so a probe never reads the table row.
+_PROBE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "date_index": ("low", "high"),
+    "number_index": ("low", "high"),
+    "quantity_index": ("low", "high", "code", "system"),
+}
+
+
 def _index_table(name: str, *columns: Column[object], lookups: tuple[tuple[str, ...], ...]) -> Table:
     """An index table: (type, id, param) plus its value columns, indexed for lookup and for clean-up,
     and (for sortable types) the sort flags with one partial index per sort direction."""
@@ -104,7 +113,7 @@ def _index_table(name: str, *columns: Column[object], lookups: tuple[tuple[str, 
         Column("param", String(64), nullable=False),
         *columns,
         *flags,
-        Index(f"ix_{name}_resource", "type", "id", "param"),
+        Index(f"ix_{name}_resource", "type", "id", "param", *_PROBE_COLUMNS.get(name, ())),
         *(Index(f"ix_{name}_{'_'.join(cols)}", "type", "param", *cols) for cols in lookups),
     )
     if sortable:

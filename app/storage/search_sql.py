@@ -242,11 +242,24 @@ def _has(criterion: Criterion, resource_type: str, id_column: ColumnElement[Any]
 
 
 def _conditions(query: SearchQuery) -> list[Condition]:
+    live = [] if any(_needs_index_rows(c) for c in query.criteria) else [resource.c.deleted == false()]
     return [
         resource.c.type == query.resource_type,
-        resource.c.deleted == false(),
+        *live,
         *(criterion_condition(c, query.resource_type, resource.c.id) for c in query.criteria),
     ]
+
+
+def _needs_index_rows(criterion: Criterion) -> bool:
+    """Whether a match must have index rows of its own, which a deletion removes: then the criterion
+    alone proves the resource is not deleted, and the planner never has to read its row to check."""
+    if criterion.kind == "or":
+        return all(_needs_index_rows(c) for c in criterion.values)
+    if criterion.kind == "chain":
+        return True  # the resource's own reference rows
+    if criterion.kind in ("id", "has") or criterion.modifier in ("missing", "not"):
+        return False
+    return criterion.kind in _TABLES
 
 
 def _sort_source(key: SortKey) -> tuple[Table, str, str]:

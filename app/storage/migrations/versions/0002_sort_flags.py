@@ -1,5 +1,6 @@
 """Sort flags on the index tables: the row holding a resource's sort value per parameter, with a
-partial index per direction, so `_sort` walks an index instead of aggregating per resource.
+partial index per direction, so `_sort` walks an index instead of aggregating per resource; and
+covering probe indexes on the range tables, so a range criterion never reads the table row.
 
 Revision ID: 0002
 Revises: 0001
@@ -22,6 +23,13 @@ _SORTABLE = {
     "number_index": ("low", "high"),
     "quantity_index": ("low", "high"),
     "uri_index": ("value", "value"),
+}
+
+# range tables -> the values their (type, id, param) probe index covers
+_PROBE_COLUMNS = {
+    "date_index": ("low", "high"),
+    "number_index": ("low", "high"),
+    "quantity_index": ("low", "high", "code", "system"),
 }
 
 
@@ -48,9 +56,15 @@ def upgrade() -> None:
                 sqlite_where=sa.text(f"{flag} = 1"),
                 postgresql_where=sa.text(f"{flag} = true"),
             )
+    for table, values in _PROBE_COLUMNS.items():
+        op.drop_index(f"ix_{table}_resource", table_name=table)
+        op.create_index(f"ix_{table}_resource", table, ["type", "id", "param", *values])
 
 
 def downgrade() -> None:
+    for table in _PROBE_COLUMNS:
+        op.drop_index(f"ix_{table}_resource", table_name=table)
+        op.create_index(f"ix_{table}_resource", table, ["type", "id", "param"])
     for table in _SORTABLE:
         for flag in ("sort_first", "sort_last"):
             op.drop_index(f"ix_{table}_{flag}", table_name=table)
