@@ -190,8 +190,10 @@ class StoreSession:
         def sort_values(row: Any) -> tuple[Any, ...]:
             return tuple(row._mapping[f"sort_{i}"] for i in range(len(kinds)))
 
+        # The page found its ids through indexes alone; only the page's own rows are read.
+        found = {m.id: m for m in await self._current_many({(query.resource_type, row.id) for row in page}, len(page))}
         return SearchPage(
-            matches=[_stored(row._mapping) for row in page],
+            matches=[found[row.id] for row in page if row.id in found],
             total=total,
             has_next=more if not backward else True,
             has_previous=query.cursor is not None and (more if backward else True),

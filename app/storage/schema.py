@@ -96,6 +96,8 @@ _PROBE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+# Equality lookups end in `id`: they cover the criterion's id list (no table reads) and return it in
+# id order, which the default sort by id then merges without sorting.
 def _index_table(name: str, *columns: Column[object], lookups: tuple[tuple[str, ...], ...]) -> Table:
     """An index table: (type, id, param) plus its value columns, indexed for lookup and for clean-up,
     and (for sortable types) the sort flags with one partial index per sort direction."""
@@ -137,13 +139,13 @@ token_index = _index_table(
     Column("system", String(255)),
     Column("code", String(255)),
     Column("text", String(255)),
-    lookups=(("code", "system"),),
+    lookups=(("code", "system", "id"),),
 )
 string_index = _index_table(
     "string_index",
     Column("norm", String(255), nullable=False),
     Column("exact", String(255), nullable=False),
-    lookups=(("norm",),),
+    lookups=(("norm", "id"),),
 )
 reference_index = _index_table(
     "reference_index",
@@ -151,7 +153,7 @@ reference_index = _index_table(
     Column("target_id", String(64)),
     Column("url", String(255)),
     # (type, param, id) serves _include, whose id list otherwise loses to the target index
-    lookups=(("target_id", "target_type"), ("url",), ("id",)),
+    lookups=(("target_id", "target_type", "id"), ("url", "id"), ("id",)),
 )
 date_index = _index_table(
     "date_index",
@@ -173,7 +175,7 @@ quantity_index = _index_table(
     Column("high", Float, nullable=False),
     lookups=(),
 )
-uri_index = _index_table("uri_index", Column("value", String(255), nullable=False), lookups=(("value",),))
+uri_index = _index_table("uri_index", Column("value", String(255), nullable=False), lookups=(("value", "id"),))
 composite_index = _index_table(
     "composite_index",
     Column("system1", String(255)),
@@ -185,7 +187,7 @@ composite_index = _index_table(
     Column("date_low", DateTime(timezone=False)),
     Column("date_high", DateTime(timezone=False)),
     Column("text", String(255)),
-    lookups=(("code1",),),
+    lookups=(("code1", "id"),),
 )
 
 # Reverse look-ups (_revinclude, _has, chains) go from the target to the referring resource.

@@ -350,7 +350,7 @@ class _Phase:
 
 
 def page_statements(query: SearchQuery) -> tuple[list[Select[Any]], list[str]]:
-    """The statements of one page next to the cursor, to run in order until one row more than the page
+    """The statements selecting the ids (and sort values) of one page next to the cursor, to run in order until one row more than the page
     is found (telling whether another follows); also the kinds of the sort values selected after the
     resource columns (for the next cursor).
 
@@ -407,15 +407,7 @@ def _phase_statement(
     order = [_ordering(e, d, forward, nullable=i > 0 or not phase.seekable) for i, (e, d) in enumerate(phase.keys)]
     order.append(phase.id_column.desc() if id_descending == forward else phase.id_column.asc())
     return (
-        select(
-            resource.c.type,
-            resource.c.id,
-            resource.c.version,
-            resource.c.last_updated,
-            resource.c.deleted,
-            resource.c.content,
-            *(e.label(f"sort_{i}") for i, e in enumerate(phase.selected)),
-        )
+        select(resource.c.id, *(e.label(f"sort_{i}") for i, e in enumerate(phase.selected)))
         .select_from(phase.source)
         .where(*conditions)
         .order_by(*order)

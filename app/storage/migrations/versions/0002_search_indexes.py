@@ -1,6 +1,7 @@
-"""Sort flags on the index tables: the row holding a resource's sort value per parameter, with a
+"""Search indexes that hold on 100,000 rows. Sort flags on the index tables: the row holding a resource's sort value per parameter, with a
 partial index per direction, so `_sort` walks an index instead of aggregating per resource; and
-covering probe indexes on the range tables, so a range criterion never reads the table row.
+covering probe indexes on the range tables, so a range criterion never reads the table row; and
+`id` at the end of the equality lookup indexes, so they cover a criterion's id list in id order.
 
 Revision ID: 0002
 Revises: 0001
@@ -26,10 +27,19 @@ _SORTABLE = {
 }
 
 # range tables -> the values their (type, id, param) probe index covers
-_PROBE_COLUMNS = {
+_PROBE_COLUMNS: dict[str, tuple[str, ...]] = {
     "date_index": ("low", "high"),
     "number_index": ("low", "high"),
     "quantity_index": ("low", "high", "code", "system"),
+}
+
+# equality lookup indexes (type, param, *columns) that gain a trailing id
+_LOOKUPS: dict[str, list[tuple[str, ...]]] = {
+    "token_index": [("code", "system")],
+    "string_index": [("norm",)],
+    "reference_index": [("target_id", "target_type"), ("url",)],
+    "uri_index": [("value",)],
+    "composite_index": [("code1",)],
 }
 
 
@@ -59,9 +69,17 @@ def upgrade() -> None:
     for table, values in _PROBE_COLUMNS.items():
         op.drop_index(f"ix_{table}_resource", table_name=table)
         op.create_index(f"ix_{table}_resource", table, ["type", "id", "param", *values])
+    for table, lookups in _LOOKUPS.items():
+        for columns in lookups:
+            op.drop_index(f"ix_{table}_{'_'.join(columns)}", table_name=table)
+            op.create_index(f"ix_{table}_{'_'.join(columns)}_id", table, ["type", "param", *columns, "id"])
 
 
 def downgrade() -> None:
+    for table, lookups in _LOOKUPS.items():
+        for columns in lookups:
+            op.drop_index(f"ix_{table}_{'_'.join(columns)}_id", table_name=table)
+            op.create_index(f"ix_{table}_{'_'.join(columns)}", table, ["type", "param", *columns])
     for table in _PROBE_COLUMNS:
         op.drop_index(f"ix_{table}_resource", table_name=table)
         op.create_index(f"ix_{table}_resource", table, ["type", "id", "param"])
