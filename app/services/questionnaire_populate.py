@@ -8,6 +8,7 @@ evaluates. Returns a Parameters with `response` (and `issues` when there are any
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -20,15 +21,10 @@ from app.services.context import FhirContext
 from app.services.operations import Operation, OperationCall, OperationResult
 from app.services.parameters import OperationInput, operation_input
 from app.services.questionnaires import find_in, resolve_questionnaire_in, terminology_in
-from app.services.search import search_in
 from app.services.stored import format_instant
 from app.storage.repository import StoreSession
 
 __all__ = ["POPULATE"]
-
-# Query results are read for their resources only, so their Bundles need no base URL.
-_RELATIVE = ""
-
 
 async def populate(context: FhirContext, call: OperationCall) -> OperationResult:
     given = operation_input(call)
@@ -48,11 +44,11 @@ async def populate(context: FhirContext, call: OperationCall) -> OperationResult
         prefetched = {}
         for query in queries:
             try:
-                found = await search_in(session, context, _RELATIVE, query.resource_type, list(query.params))
+                found = await find_in(session, context, query.resource_type, query.params, newest_first=False)
             except FhirError as error:
-                issues.append(error.issues[0])
+                issues.append(replace(error.issues[0], severity="warning", diagnostics=f"Variable '{query.name}': {error.diagnostics}"))
                 continue
-            prefetched[query.name] = orjson.loads(orjson.dumps(found))
+            prefetched[query.name] = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in found]}
         terminology = await terminology_in(session, context, questionnaire)
     response, more = populate_response(
         questionnaire,

@@ -21,10 +21,14 @@ from app.storage.repository import StoredVersion, StoreSession
 __all__ = ["find_in", "resolve_questionnaire_in", "score_questionnaire_response", "submit_in", "terminology_in"]
 
 
-async def find_in(session: StoreSession, context: FhirContext, resource_type: str, params: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-    """The resources a search finds, newest first (plain dicts)."""
+async def find_in(
+    session: StoreSession, context: FhirContext, resource_type: str, params: Sequence[tuple[str, str]], *, newest_first: bool = True
+) -> list[dict[str, Any]]:
+    """The first page of what a search finds (plain dicts), newest first unless the search sorts
+    itself; an unknown parameter is an error, never ignored."""
+    sort = [("_sort", "-_lastUpdated")] if newest_first and not any(name == "_sort" for name, _ in params) else []
     query = parse_search(
-        resource_type, [*params, ("_sort", "-_lastUpdated")], context.search_parameters, default_count=10, max_count=10, strict=True
+        resource_type, [*params, *sort], context.search_parameters, default_count=10, max_count=context.max_count, strict=True
     )
     page = await session.search(query)
     return [orjson.loads(match.content or b"{}") for match in page.matches]

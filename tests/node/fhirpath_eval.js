@@ -6,13 +6,20 @@
 const fhirpath = require("fhirpath");
 const r4 = require("fhirpath/fhir-context/r4");
 
+// Each expression is parsed once (fhirpath.compile), as the cases repeat the same few.
+const compiled = new Map();
+function run(expression, resource, env) {
+  if (!compiled.has(expression)) compiled.set(expression, fhirpath.compile(expression, r4));
+  return compiled.get(expression)(resource, env);
+}
+
 function evaluateCase(c) {
   const env = { resource: c.resource, questionnaire: c.questionnaire };
   if (c.qitem) env.qitem = c.qitem;
   for (const [name, expression] of c.variables || []) {
-    env[name] = fhirpath.evaluate(c.resource, expression, env, r4);
+    env[name] = run(expression, c.resource, env);
   }
-  return fhirpath.evaluate(c.resource, c.expression, env, r4);
+  return run(c.expression, c.resource, env);
 }
 
 let input = "";
