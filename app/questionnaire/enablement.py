@@ -113,8 +113,8 @@ class Enablement:
         if not _comparable(kind, value[0]):
             self._mismatch(node, kind, value[0])
             return False
-        if kind in _TEMPORAL and value[0] in _TEMPORAL:
-            return str(wanted)[:10] == str(value[1])[:10] if len(str(wanted)) == 10 or len(str(value[1])) == 10 else wanted == value[1]
+        if kind in _TEMPORAL and value[0] in _TEMPORAL and (kind == "Date" or value[0] == "Date"):
+            return str(wanted)[:10] == str(value[1])[:10]  # a date equals a dateTime on that day
         return values_equal(kind if kind not in _NUMBERS else "Decimal", value[1], wanted)
 
     def _compare(self, node: ResponseNode, operator: str, kind: str, wanted: Any, value: tuple[str, Any]) -> bool:

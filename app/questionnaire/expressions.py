@@ -63,7 +63,7 @@ class SdcEnvironment:
         self.launch = dict(launch or {})
         self.prefetched = dict(prefetched or {})
         self._scopes: dict[tuple[int, int], Mapping[str, Any]] = {}
-        self._owners: dict[int, Any] | None = None
+        self._owners: dict[int, Resource] | None = None
         weight = FhirPathFunction(self._weights, {0: ()})
         self.functions = {"weight": weight, "ordinal": weight}
 
@@ -136,8 +136,6 @@ class SdcEnvironment:
         if own is not None:
             return own
         owner = self._owner_of(value) or self._owner_of(coding)
-        if isinstance(owner, dict) and owner.get("linkId") is None:  # an answerOption
-            owner = None
         weight = self._weight_from_item(owner, coding) if owner is not None else None
         if weight is None:
             weight = self._weight_from_code_system(coding)
@@ -150,10 +148,10 @@ class SdcEnvironment:
         very dicts of the response to functions), or None."""
         if self._owners is None:
             self._owners = {}
-            self._add_owners(dict.get(self.response, "item"))
+            self._add_owners(self._owners, dict.get(self.response, "item"))
         return self._owners.get(id(value))
 
-    def _add_owners(self, items: Any) -> None:
+    def _add_owners(self, owners: dict[int, Resource], items: Any) -> None:
         # plain dict reads: this bookkeeping must not count as reading the items (see scoring)
         for item in items if isinstance(items, list) else ():
             if not isinstance(item, dict):
@@ -161,12 +159,12 @@ class SdcEnvironment:
             definition = self.index.items.get(str(dict.get(item, "linkId")))
             for answer in dict.get(item, "answer") or ():
                 if isinstance(answer, dict) and definition is not None:
-                    self._owners[id(answer)] = definition  # type: ignore[index]
+                    owners[id(answer)] = definition
                     coding = dict.get(answer, "valueCoding")
                     if isinstance(coding, dict):
-                        self._owners[id(coding)] = definition  # type: ignore[index]
-                    self._add_owners(dict.get(answer, "item"))
-            self._add_owners(dict.get(item, "item"))
+                        owners[id(coding)] = definition
+                    self._add_owners(owners, dict.get(answer, "item"))
+            self._add_owners(owners, dict.get(item, "item"))
 
     def _weight_from_item(self, item: Resource, coding: dict[str, Any]) -> Decimal | None:
         for option in item.get("answerOption") or []:

@@ -187,9 +187,10 @@ def _watch(
     the items the client answered and of the inserted ones."""
     answered: set[int] = set()
     inserted: set[int] = set()
+    nodes = response_nodes(index, response)  # containers stay the same dicts while items are inserted
     for item in calculated:
         link_id = item["linkId"]
-        for container in containers(index, response, response_nodes(index, response), item):
+        for container in containers(index, response, nodes, item):
             siblings = container.setdefault("item", [])
             present = [i for i, s in enumerate(siblings) if isinstance(s, dict) and s.get("linkId") == link_id]
             if not present:

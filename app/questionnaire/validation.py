@@ -77,12 +77,12 @@ class _Checker:
         for node in nodes:
             definition = allowed.get(node.link_id)
             if definition is None:
-                where = self.index.parents.get(node.link_id, {}) if node.definition is not None else None
                 if node.definition is None:
                     self.add(node.path, node.link_id, "structure", "is not an item of the Questionnaire")
                 else:
-                    home = f"inside '{where.get('linkId')}'" if where else "at the top level"
-                    self.add(node.path, node.link_id, "structure", f"is in the wrong place: the Questionnaire has it {home}")
+                    home = self.index.parents.get(node.link_id)
+                    where = f"inside '{home.get('linkId')}'" if home else "at the top level"
+                    self.add(node.path, node.link_id, "structure", f"is in the wrong place: the Questionnaire has it {where}")
                 continue
             position = self.index.positions[node.link_id]
             if position < furthest:

@@ -1,4 +1,4 @@
-"""Differential test: the Questionnaires' calculatedExpressions give the same results in fhirpath.js
+"""Differential test: the Questionnaires' variables and calculatedExpressions give the same results in fhirpath.js
 (the npm `fhirpath` package, installed by scripts/node_packages.sh) as in BackPath's engine.
 
 All 1,280 STarT Back answer combinations and some incomplete responses go to one Node process
@@ -55,13 +55,22 @@ def calculated(questionnaire: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in QuestionnaireIndex.of(questionnaire).in_document_order() if expression_of(i, CALCULATED_EXPRESSION)]
 
 
+def variables(element: dict[str, Any]) -> list[list[str]]:
+    return [[e["valueExpression"]["name"], e["valueExpression"]["expression"]] for e in extensions(element, VARIABLE)]
+
+
 def theirs(questionnaire: dict[str, Any], all_responses: list[dict[str, Any]]) -> list[list[Any]]:
     if shutil.which("node") is None or not (ROOT / "node_modules/fhirpath").is_dir():
         pytest.fail("node and the npm fhirpath package are needed: run scripts/node_packages.sh (scripts/test.sh does)")
-    variables = [[e["valueExpression"]["name"], e["valueExpression"]["expression"]] for e in extensions(questionnaire, VARIABLE)]
     items = calculated(questionnaire)
     cases = [
-        {"resource": r, "questionnaire": questionnaire, "qitem": item, "variables": variables, "expression": expression_of(item, CALCULATED_EXPRESSION)["expression"]}  # type: ignore[index]
+        {
+            "resource": r,
+            "questionnaire": questionnaire,
+            "qitem": item,
+            "variables": [*variables(questionnaire), *variables(item)],  # the root's, then the item's own
+            "expression": expression_of(item, CALCULATED_EXPRESSION)["expression"],  # type: ignore[index]
+        }
         for r in all_responses
         for item in items
     ]

@@ -69,7 +69,7 @@ def test_changing_a_weight_in_the_json_changes_the_score(start_back: dict[str, A
 
 def test_changing_an_expression_in_the_json_changes_the_result(start_back: dict[str, Any]) -> None:
     risk = next(i for i in start_back["item"] if i["linkId"] == "risk-level")
-    expression = risk["extension"][0]["valueExpression"]
+    expression = next(e["valueExpression"] for e in risk["extension"] if "%total >= 4" in e.get("valueExpression", {}).get("expression", ""))
     expression["expression"] = expression["expression"].replace("%total >= 4", "%total >= 2")
     submission = process_submission(start_back, sbst_response([True, True] + [False] * 6, "not-at-all"))
     assert scores(submission.response) == (2, 0, "LA8982-6")
