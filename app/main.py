@@ -22,6 +22,9 @@ from app.services.capability import capability_statement
 from app.services.content import install_content
 from app.services.context import FhirContext, utc_now_ms
 from app.services.operations import OperationRegistry
+from app.services.questionnaire_extract import EXTRACT
+from app.services.questionnaire_populate import POPULATE
+from app.services.questionnaires import score_questionnaire_response
 from app.services.stored import format_instant
 from app.services.validate import VALIDATE
 from app.storage import migrate
@@ -49,10 +52,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES),
             default_count=settings.default_count,
             max_count=settings.max_count,
+            write_hooks={"QuestionnaireResponse": [score_questionnaire_response]},
         )
         changed = await install_content(context, content)
         log.info("content loaded", extra={"status": f"{len(content)} resources, {changed} new or changed"})
-        operations = OperationRegistry([VALIDATE])
+        operations = OperationRegistry([VALIDATE, EXTRACT, POPULATE])
         app.state.fhir = context
         app.state.operations = operations
         app.state.capability_statement = capability_statement(

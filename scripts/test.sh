@@ -16,6 +16,9 @@ if [ -z "${BACKPATH_SHARED_DIR:-}" ] && [ -d "$REPO_ROOT/../shared" ]; then
 fi
 if [ -n "${BACKPATH_SHARED_DIR:-}" ]; then export BACKPATH_SHARED_DIR; fi
 
+# Node peers of the differential tests (fhirpath.js, ...), from package-lock.json.
+bash scripts/node_packages.sh
+
 SQLITE_DIR="$(mktemp -d)"
 trap 'rm -rf "$SQLITE_DIR"' EXIT
 

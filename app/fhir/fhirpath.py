@@ -14,10 +14,19 @@ from typing import Any
 
 from fhirpathpy import apply_parsed_path
 from fhirpathpy import compile as compile_fhirpath
+from fhirpathpy.engine.nodes import FP_Quantity, FP_Type, ResourceNode
 from fhirpathpy.models import models
 from fhirpathpy.parser import parse
 
-__all__ = ["FhirPathError", "FhirPathFunction", "compile_expression", "evaluate", "parse_expression"]
+__all__ = [
+    "FhirPathError",
+    "FhirPathFunction",
+    "compile_expression",
+    "evaluate",
+    "json_value",
+    "parse_expression",
+    "typed",
+]
 
 _R4 = models["r4"]
 
@@ -58,23 +67,52 @@ def parse_expression(expression: str) -> Any:
         raise FhirPathError(f"Cannot parse FHIRPath '{expression}': {error}") from None
 
 
+def typed(data: Any, type_path: str) -> Any:
+    """`data` marked as the element at `type_path` (e.g. "QuestionnaireResponse.item").
+
+    A plain dict only knows its type when it has a `resourceType`; marked, it can be the input,
+    `%context` or a variable of an expression that resolves choice types (`answer.value`).
+    """
+    return ResourceNode.create_node(data, type_path)  # type: ignore[no-untyped-call]
+
+
+def json_value(value: Any) -> Any:
+    """A result value as JSON-ready data: FHIRPath dates and times become their ISO text, a
+    quantity literal (`2 'kg'`) a Quantity; everything else is returned as it is."""
+    if isinstance(value, FP_Quantity):
+        unit = str(value.unit)
+        if unit.startswith("'") and unit.endswith("'"):
+            code = unit[1:-1]
+            return {"value": value.value, "unit": code, "system": "http://unitsofmeasure.org", "code": code}
+        return {"value": value.value, "unit": unit}
+    if isinstance(value, FP_Type):
+        return str(value)
+    return value
+
+
 def evaluate(
     expression: str,
     resource: Any,
     variables: Mapping[str, Any] | None = None,
     functions: Mapping[str, FhirPathFunction] | None = None,
+    *,
+    keep_types: bool = False,
 ) -> list[Any]:
     """Evaluate `expression` on `resource`; `%resource` and `%context` default to it.
 
+    With `keep_types` the elements of the result stay typed nodes, ready to be passed on as
+    variables of later expressions (SDC `variable`s); otherwise they are plain data.
     Raises FhirPathError for a parse or evaluation failure, whatever fhirpathpy raised.
     """
     parsed = parse_expression(expression)
     context = {"resource": resource, "context": resource, **(variables or {})}
-    options = None
+    options: dict[str, Any] = {}
     if functions:
-        options = {"userInvocationTable": {name: {"fn": f.call, "arity": dict(f.arity)} for name, f in functions.items()}}
+        options["userInvocationTable"] = {name: {"fn": f.call, "arity": dict(f.arity)} for name, f in functions.items()}
+    if keep_types:
+        options["returnRawData"] = True
     try:
-        return list(apply_parsed_path(resource, parsed, context, _R4, options))  # type: ignore[no-untyped-call]
+        return list(apply_parsed_path(resource, parsed, context, _R4, options or None))  # type: ignore[no-untyped-call]
     except FhirPathError:
         raise
     except Exception as error:  # evaluation errors surface as assorted exception types

@@ -12,6 +12,7 @@ APP = Path(__file__).resolve().parents[2] / "app"
 
 FORBIDDEN = {
     "fhir": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
+    "questionnaire": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
     "content": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
     "storage": ("fastapi", "starlette", "app.services", "app.api"),
     "services": ("fastapi", "starlette", "app.api"),
