@@ -152,8 +152,9 @@ reference_index = _index_table(
     Column("target_type", String(64)),
     Column("target_id", String(64)),
     Column("url", String(255)),
-    # (type, param, id) serves _include, whose id list otherwise loses to the target index
-    lookups=(("target_id", "target_type", "id"), ("url", "id"), ("id",)),
+    # (type, param, id, ...) serves _include; it must cover the targets too, or planners prefer
+    # scanning the covering target index over seeking the include's id list
+    lookups=(("target_id", "target_type", "id"), ("url", "id"), ("id", "target_type", "target_id")),
 )
 date_index = _index_table(
     "date_index",

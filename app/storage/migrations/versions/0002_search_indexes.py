@@ -73,9 +73,14 @@ def upgrade() -> None:
         for columns in lookups:
             op.drop_index(f"ix_{table}_{'_'.join(columns)}", table_name=table)
             op.create_index(f"ix_{table}_{'_'.join(columns)}_id", table, ["type", "param", *columns, "id"])
+    # the _include index covers the targets as well
+    op.drop_index("ix_reference_index_id", table_name="reference_index")
+    op.create_index("ix_reference_index_id_target_type_target_id", "reference_index", ["type", "param", "id", "target_type", "target_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_reference_index_id_target_type_target_id", table_name="reference_index")
+    op.create_index("ix_reference_index_id", "reference_index", ["type", "param", "id"])
     for table, lookups in _LOOKUPS.items():
         for columns in lookups:
             op.drop_index(f"ix_{table}_{'_'.join(columns)}_id", table_name=table)
