@@ -22,6 +22,7 @@ from app.services.capability import capability_statement
 from app.services.content import install_content
 from app.services.context import FhirContext, utc_now_ms
 from app.services.operations import OperationRegistry
+from app.services.pathway import ACTIVITY_DEFINITION_APPLY, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY
 from app.services.stored import format_instant
 from app.services.validate import VALIDATE
 from app.storage import migrate
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         changed = await install_content(context, content)
         log.info("content loaded", extra={"status": f"{len(content)} resources, {changed} new or changed"})
-        operations = OperationRegistry([VALIDATE])
+        operations = OperationRegistry([VALIDATE, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY, ACTIVITY_DEFINITION_APPLY])
         app.state.fhir = context
         app.state.operations = operations
         app.state.capability_statement = capability_statement(
