@@ -32,3 +32,94 @@ def observation(subject: str, code: str = "91351-7", value: int = 5, **fields: A
         "valueInteger": value,
         **fields,
     }
+
+
+SBST_QUESTIONNAIRE = "http://backpath.dev/fhir/Questionnaire/start-back"
+ASSESSMENT_QUESTIONNAIRE = "http://backpath.dev/fhir/Questionnaire/lbp-assessment"
+ASSESSMENT_ANSWER = "http://backpath.dev/fhir/CodeSystem/lbp-assessment-answer"
+_RISK_CODES = {"low": ("LA9194-7", "Low"), "medium": ("LA8982-6", "Medium"), "high": ("LA9193-9", "High")}
+
+
+def keele_risk(total: int, distress: int) -> str:
+    """The STarT Back risk group (Keele): high if the distress subscale is 4 or more, medium if the
+    total is 4 or more, otherwise low."""
+    return "high" if distress >= 4 else "medium" if total >= 4 else "low"
+
+
+def sbst_response(subject: str, total: int, distress: int, authored: str = "2026-03-01", risk: str | None = None, **fields: Any) -> dict[str, Any]:
+    """An SBST QuestionnaireResponse carrying the calculated items of the contract
+    (`total-score`, `distress-subscale`, `risk-level`)."""
+    code, display = _RISK_CODES[risk or keele_risk(total, distress)]
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "status": "completed",
+        "questionnaire": SBST_QUESTIONNAIRE,
+        "subject": {"reference": subject},
+        "authored": authored,
+        "item": [
+            {"linkId": "total-score", "answer": [{"valueInteger": total}]},
+            {"linkId": "distress-subscale", "answer": [{"valueInteger": distress}]},
+            {"linkId": "risk-level", "answer": [{"valueCoding": {"system": "http://loinc.org", "code": code, "display": display}}]},
+        ],
+        **fields,
+    }
+
+
+def sbst_observation(subject: str, code: str, value: int | str, effective: str = "2026-03-01") -> dict[str, Any]:
+    """A score Observation as SBST $extract makes them: 91351-7 / 91350-9 integers, 91352-5 the LA coding
+    (give the risk group: low, medium or high)."""
+    result = observation(subject, code=code, value=0, effectiveDateTime=effective)
+    if code == "91352-5":
+        del result["valueInteger"]
+        risk_code, display = _RISK_CODES[str(value)]
+        result["valueCodeableConcept"] = {"coding": [{"system": "http://loinc.org", "code": risk_code, "display": display}]}
+    else:
+        result["valueInteger"] = value
+    return result
+
+
+def lbp_assessment(subject: str, authored: str = "2026-03-02", **answers: Any) -> dict[str, Any]:
+    """An lbp-assessment QuestionnaireResponse with the given answers (`red_flag_paresis="none"`
+    is linkId `red-flag-paresis`); strings are answer codes, a None answer is left out (unknown)."""
+    items = []
+    for name, value in answers.items():
+        if value is None:
+            continue
+        link_id = name.replace("_", "-")
+        if isinstance(value, bool):
+            answer: dict[str, Any] = {"valueBoolean": value}
+        elif isinstance(value, int):
+            answer = {"valueInteger": value}
+        elif link_id == "episode-start":
+            answer = {"valueDate": value}
+        else:
+            answer = {"valueCoding": {"system": ASSESSMENT_ANSWER, "code": value}}
+        items.append({"linkId": link_id, "answer": [answer]})
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "status": "completed",
+        "questionnaire": ASSESSMENT_QUESTIONNAIRE,
+        "subject": {"reference": subject},
+        "authored": authored,
+        "item": items,
+    }
+
+
+def parameters(*entries: tuple[str, Any]) -> dict[str, Any]:
+    """A Parameters resource: a dict value is a resource, a str a valueString, a bool a valueBoolean."""
+    parameter = []
+    for name, value in entries:
+        if isinstance(value, dict) and "resourceType" in value:
+            parameter.append({"name": name, "resource": value})
+        elif isinstance(value, bool):
+            parameter.append({"name": name, "valueBoolean": value})
+        elif isinstance(value, dict):
+            parameter.append({"name": name, **value})
+        else:
+            parameter.append({"name": name, "valueString": value})
+    return {"resourceType": "Parameters", "parameter": parameter}
+
+
+def collection(*resources: dict[str, Any]) -> dict[str, Any]:
+    """A collection Bundle of `resources` (for the `data` parameter)."""
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}

@@ -18,18 +18,17 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 
 from app.fhir.fhirpath import FhirPathError
+from app.fhir.models import validate_resource
+from app.fhir.outcome import FhirError
 from app.pathway.expressions import Environment, to_json_value
 from app.pathway.paths import PathError, set_path
 from app.pathway.timing import concrete_timing, due_elements
 
-__all__ = ["TARGET_STATUS_EXTENSION", "Who", "activity_request", "apply_activity_definition", "apply_dynamic_values"]
+__all__ = ["TARGET_STATUS_EXTENSION", "Who", "activity_request", "add_to", "apply_activity_definition", "apply_dynamic_values", "model_problems"]
 
 # US eCR's extension for the status the generated resource should have (used by clinical-reasoning).
 TARGET_STATUS_EXTENSION = "http://hl7.org/fhir/us/ecr/StructureDefinition/targetStatus"
 
-# Elements whose cardinality differs between request types (the R4 definitions).
-_LIST_PERFORMER_TYPE = frozenset({"Task"})
-_LIST_CANONICAL = frozenset({"ServiceRequest", "MedicationRequest", "DeviceRequest", "NutritionOrder", "CarePlan"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ def apply_activity_definition(
     resource = activity_request(definition, who, anchor, intent=intent)
     env, problems = env.bind(context=definition).with_variables(definition, definition)
     problems += apply_dynamic_values(resource, definition, env, definition)
+    problems = problems or model_problems(resource)
     return (None if problems else resource), problems
 
 
@@ -79,8 +79,7 @@ def activity_request(definition: Mapping[str, Any], who: Who, anchor: date, *, i
         resource["requester"] = {"reference": who.practitioner}
     _participants(definition, resource, elements, who)
     if definition.get("url") and "instantiatesCanonical" in elements:
-        url = definition["url"]
-        resource["instantiatesCanonical"] = [url] if kind in _LIST_CANONICAL else url
+        add_to(resource, "instantiatesCanonical", [definition["url"]])
     if definition.get("location") and "locationReference" in elements:
         resource["locationReference"] = [definition["location"]]
     if "quantity" in definition and "quantityQuantity" in elements:
@@ -125,19 +124,36 @@ def apply_dynamic_values(
 def _participants(definition: Mapping[str, Any], resource: dict[str, Any], elements: frozenset[str], who: Who) -> None:
     """AD.participant: a role becomes the performer type; the patient as participant is the one
     the request is addressed to (Task.owner, CommunicationRequest.recipient)."""
-    kind = resource["resourceType"]
     for participant in definition.get("participant") or []:
         role = participant.get("role")
-        if role and "performerType" in elements:
-            if kind in _LIST_PERFORMER_TYPE:
-                resource.setdefault("performerType", []).append(role)
-            else:
-                resource.setdefault("performerType", role)
+        if role and "performerType" in elements and "performerType" not in resource:
+            add_to(resource, "performerType", [role])
         if participant.get("type") == "patient":
             if "owner" in elements:
                 resource["owner"] = {"reference": who.subject}
             elif "recipient" in elements:
                 resource["recipient"] = [{"reference": who.subject}]
+
+
+def model_problems(resource: Mapping[str, Any]) -> list[str]:
+    """What makes a generated resource break its R4 model (a content problem, e.g. a wrong path)."""
+    try:
+        validate_resource(dict(resource))
+    except FhirError as error:
+        return [f"the generated {resource.get('resourceType')} is not valid: {issue.diagnostics}" for issue in error.issues]
+    return []
+
+
+def add_to(resource: dict[str, Any], element: str, values: list[Any]) -> None:
+    """Add `values` to a top-level element, as a list or a single value as its R4 cardinality says
+    (Task.reasonCode is 0..1, ServiceRequest.reasonCode 0..*); a single-valued one keeps what it has."""
+    if not values or element not in _elements(resource["resourceType"]):
+        return
+    if element in _lists(resource["resourceType"]):
+        current = resource.get(element)
+        resource[element] = [*(current if isinstance(current, list) else [current] if current else []), *values]
+    elif element not in resource:
+        resource[element] = values[0]
 
 
 def _target_status(definition: Mapping[str, Any]) -> str | None:
@@ -152,6 +168,13 @@ def _copy(source: Mapping[str, Any], target: dict[str, Any], elements: frozenset
     for name in names:
         if name in source and name in elements:
             target[name] = source[name]
+
+
+@cache
+def _lists(resource_type: str) -> frozenset[str]:
+    """The top-level elements of a type that repeat (0..*)."""
+    model = get_fhir_model_class(resource_type)
+    return frozenset(info.alias or name for name, info in model.model_fields.items() if "List[" in str(info.annotation))
 
 
 @cache

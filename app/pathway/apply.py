@@ -29,7 +29,7 @@ from datetime import date, datetime
 from typing import Any
 
 from app.fhir.outcome import Issue, operation_outcome
-from app.pathway.activity import Who, apply_activity_definition, apply_dynamic_values
+from app.pathway.activity import Who, add_to, apply_activity_definition, apply_dynamic_values, model_problems
 from app.pathway.expressions import Environment
 from app.pathway.timing import TIMING_KEYS, concrete_timing, due_elements, shift
 from app.pathway.translation import localized
@@ -359,8 +359,8 @@ def _definition(
         resource, problems = apply_activity_definition(localized(artifact, request.language), env, request.who(), request.timing_anchor(), "option")
         if resource is not None:
             problems += apply_dynamic_values(resource, action, env.bind(context=plan), plan)
-            if action.get("reason"):  # why the rule proposes it travels with the request
-                resource["reasonCode"] = [*resource.get("reasonCode", []), *action["reason"]]
+            add_to(resource, "reasonCode", list(action.get("reason") or []))  # why the rule proposes it
+            problems = problems or model_problems(resource)
         if resource is None or problems:
             issues = tuple(Issue("error", "processing", f"{label}: {p}; the action is left out", where) for p in problems)
             return _Resolved(failed=True, decided=False, issues=issues)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
+
+from app.pathway.apply import ApplyInput, Artifacts
 
 __all__ = [
     "ASSESSMENT_FACTS",
@@ -19,6 +21,7 @@ __all__ = [
     "INPUT_NAMES",
     "SBST_CODES",
     "SBST_QUESTIONNAIRE",
+    "pathway_input",
     "pathway_inputs",
 ]
 
@@ -66,6 +69,35 @@ _FINAL_OBSERVATION = frozenset({"final", "amended", "corrected"})
 class _Dated:
     when: str
     value: Any
+
+
+def pathway_input(
+    subject: str,
+    known: Mapping[str, Mapping[str, Any]],
+    resources: Iterable[Mapping[str, Any]],
+    now: datetime,
+    artifacts: Artifacts | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> ApplyInput:
+    """The frozen request of one BackPath `$apply`: the named inputs derived from `resources`,
+    `known` resources by `Type/id` (subject, encounter, practitioner, organization), the clock
+    read once, and timing anchored at T0 when it is known. `options` are further ApplyInput fields
+    (encounter, practitioner, organization, context_parameters, language)."""
+    today = now.date()
+    patient = known.get(subject) if subject.startswith("Patient/") else None
+    inputs = {**pathway_inputs(subject, patient, list(resources), today), **(parameters or {})}
+    t0 = inputs.get("t0")
+    return ApplyInput(
+        subject=subject,
+        today=today,
+        now=now,
+        artifacts=artifacts or Artifacts(),
+        resources=known,
+        named_inputs=inputs,
+        anchor=date.fromisoformat(t0) if isinstance(t0, str) else None,
+        **options,
+    )
 
 
 def pathway_inputs(subject: str, patient: Mapping[str, Any] | None, resources: Iterable[Mapping[str, Any]], today: date) -> dict[str, Any]:
