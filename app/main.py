@@ -21,6 +21,7 @@ from app.fhir.search_params import SearchParameterRegistry, official_search_para
 from app.services.capability import capability_statement
 from app.services.content import install_content
 from app.services.context import FhirContext, utc_now_ms
+from app.services.definitions import DEFINITION_WRITE_HOOKS
 from app.services.operations import OperationRegistry
 from app.services.pathway import ACTIVITY_DEFINITION_APPLY, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY
 from app.services.stored import format_instant
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES),
             default_count=settings.default_count,
             max_count=settings.max_count,
+            write_hooks=DEFINITION_WRITE_HOOKS,
         )
         changed = await install_content(context, content)
         log.info("content loaded", extra={"status": f"{len(content)} resources, {changed} new or changed"})

@@ -8,13 +8,13 @@ set at its path (`%context` is the ActivityDefinition, `%resource` the resource 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
+import orjson
 from fhir.resources.R4B import get_fhir_model_class
 
 from app.fhir.fhirpath import FhirPathError
@@ -41,11 +41,12 @@ class Who:
 
 
 def apply_activity_definition(
-    definition: Mapping[str, Any], env: Environment, who: Who, anchor: date, intent: str | None = None
+    definition: Mapping[str, Any], env: Environment, who: Who, anchor: date, intent: str | None = None, *, check: bool = True
 ) -> tuple[dict[str, Any] | None, list[str]]:
     """The resource `definition` describes, with its dynamic values applied, and the problems met.
 
-    Returns None for the resource when it cannot be built (no or unknown `kind`, failing expression).
+    Returns None for the resource when it cannot be built (no or unknown `kind`, failing expression,
+    or — with `check` — a result that breaks its R4 model; a caller that adds more checks itself).
     """
     kind = definition.get("kind")
     if not isinstance(kind, str) or not _elements(kind):
@@ -53,7 +54,8 @@ def apply_activity_definition(
     resource = activity_request(definition, who, anchor, intent=intent)
     env, problems = env.bind(context=definition).with_variables(definition, definition)
     problems += apply_dynamic_values(resource, definition, env, definition)
-    problems = problems or model_problems(resource)
+    if check and not problems:
+        problems = model_problems(resource, who)
     return (None if problems else resource), problems
 
 
@@ -91,7 +93,8 @@ def activity_request(definition: Mapping[str, Any], who: Who, anchor: date, *, i
     if "dosage" in definition and "dosageInstruction" in elements:
         resource["dosageInstruction"] = definition["dosage"]
     resource.update(due_elements(kind, concrete_timing(definition, anchor)))
-    return copy.deepcopy(resource)
+    copied: dict[str, Any] = orjson.loads(orjson.dumps(resource))  # its own: dynamic values write into it
+    return copied
 
 
 def apply_dynamic_values(
@@ -135,13 +138,28 @@ def _participants(definition: Mapping[str, Any], resource: dict[str, Any], eleme
                 resource["recipient"] = [{"reference": who.subject}]
 
 
-def model_problems(resource: Mapping[str, Any]) -> list[str]:
-    """What makes a generated resource break its R4 model (a content problem, e.g. a wrong path)."""
+def model_problems(resource: Mapping[str, Any], who: Who) -> list[str]:
+    """What makes a generated resource break its R4 model (a content problem, e.g. a wrong path).
+
+    Model validation is the costliest step of `$apply`, and a rule generates the same resource for
+    every patient but for the references to them: those (checked when the call was parsed) are
+    replaced by placeholders and the verdict is remembered for that content.
+    """
+    shape = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS).decode()
+    for reference, placeholder in ((who.subject, "Patient/s"), (who.encounter, "Encounter/e"), (who.practitioner, "Practitioner/p")):
+        if reference:
+            shape = shape.replace(f'"{reference}"', f'"{placeholder}"')
+    return list(_problems_of(shape))
+
+
+@lru_cache(maxsize=4096)
+def _problems_of(shape: str) -> tuple[str, ...]:
+    resource = orjson.loads(shape)
     try:
-        validate_resource(dict(resource))
+        validate_resource(resource)
     except FhirError as error:
-        return [f"the generated {resource.get('resourceType')} is not valid: {issue.diagnostics}" for issue in error.issues]
-    return []
+        return tuple(f"the generated {resource.get('resourceType')} is not valid: {issue.diagnostics}" for issue in error.issues)
+    return ()
 
 
 def add_to(resource: dict[str, Any], element: str, values: list[Any]) -> None:

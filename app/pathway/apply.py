@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
+import orjson
+
 from app.fhir.outcome import Issue, operation_outcome
 from app.pathway.activity import Who, add_to, apply_activity_definition, apply_dynamic_values, model_problems
 from app.pathway.expressions import Environment
@@ -64,13 +66,20 @@ class Artifacts:
     """Knowledge artifacts (PlanDefinition, ActivityDefinition, Questionnaire) by canonical URL."""
 
     resources: tuple[Mapping[str, Any], ...] = ()
+    by_url: Mapping[str, tuple[Mapping[str, Any], ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, list[Mapping[str, Any]]] = {}
+        for resource in self.resources:
+            index.setdefault(str(resource.get("url")), []).append(resource)
+        object.__setattr__(self, "by_url", {url: tuple(found) for url, found in index.items()})
 
     def find(self, canonical: str, holder: Mapping[str, Any] | None = None) -> Mapping[str, Any] | None:
         """`#id` in the holder's contained resources, else `url` or `url|version` (latest version)."""
         if canonical.startswith("#"):
             return next((r for r in (holder or {}).get("contained") or [] if r.get("id") == canonical[1:]), None)
         url, _, version = canonical.partition("|")
-        matches = [r for r in self.resources if r.get("url") == url and (not version or r.get("version") == version)]
+        matches = [r for r in self.by_url.get(url, ()) if not version or r.get("version") == version]
         return max(matches, key=lambda r: _version_key(str(r.get("version") or "")), default=None)
 
 
@@ -255,6 +264,8 @@ def _action(
         return _Outcome(decided=applicable is False, unknown=unknown, issues=tuple(issues))
 
     element: dict[str, Any] = {name: definition[name] for name in _COPIED if name in definition}
+    if definition.get("dynamicValue"):  # dynamic values write into it: never into the definition
+        element = orjson.loads(orjson.dumps(element))
     conditions = [c for c in definition.get("condition") or [] if c.get("kind") in ("start", "stop")]
     if conditions:
         element["condition"] = conditions
@@ -356,11 +367,13 @@ def _definition(
     kind = artifact.get("resourceType")
     key = str(action.get("id") or artifact.get("id") or "action")  # made unique when rendered
     if kind == "ActivityDefinition":
-        resource, problems = apply_activity_definition(localized(artifact, request.language), env, request.who(), request.timing_anchor(), "option")
+        resource, problems = apply_activity_definition(
+            localized(artifact, request.language), env, request.who(), request.timing_anchor(), "option", check=False
+        )
         if resource is not None:
             problems += apply_dynamic_values(resource, action, env.bind(context=plan), plan)
             add_to(resource, "reasonCode", list(action.get("reason") or []))  # why the rule proposes it
-            problems = problems or model_problems(resource)
+            problems = problems or model_problems(resource, request.who())
         if resource is None or problems:
             issues = tuple(Issue("error", "processing", f"{label}: {p}; the action is left out", where) for p in problems)
             return _Resolved(failed=True, decided=False, issues=issues)
