@@ -193,3 +193,18 @@ async def test_capability_statement_lists_the_apply_operations(client: httpx.Asy
     assert by_type["PlanDefinition"]["apply"] == "http://hl7.org/fhir/OperationDefinition/PlanDefinition-apply"
     assert "r5.apply" in by_type["PlanDefinition"]
     assert by_type["ActivityDefinition"]["apply"] == "http://hl7.org/fhir/OperationDefinition/ActivityDefinition-apply"
+
+
+async def test_an_edited_rule_applies_at_once(client: httpx.AsyncClient, stored_patient: str) -> None:
+    """Definitions are cached, but a write of any definition drops the cache (write hook)."""
+    plan_id = unique("edited")
+    rule: dict[str, Any] = {"resourceType": "PlanDefinition", "id": plan_id, "url": f"http://test/PlanDefinition/{plan_id}", "status": "active",
+                            "action": [{"id": "rule", "title": "before", "condition": [{"kind": "applicability", "expression": {"language": "text/fhirpath", "expression": "%`sbst-risk` = 'high'"}}]}]}  # fmt: skip
+    assert (await client.put(f"/PlanDefinition/{plan_id}", json=rule, headers=FHIR_JSON)).status_code == 201
+    first = await _post(client, f"/PlanDefinition/{plan_id}/$apply", parameters(("subject", stored_patient)), 200)
+    assert [a["title"] for a in first["contained"][0]["action"]] == ["before"]
+    rule["action"][0]["title"] = "after"
+    rule["action"][0]["condition"][0]["expression"]["expression"] = "%`sbst-risk` = 'low'"
+    assert (await client.put(f"/PlanDefinition/{plan_id}", json=rule, headers=FHIR_JSON)).status_code == 200
+    second = await _post(client, f"/PlanDefinition/{plan_id}/$apply", parameters(("subject", stored_patient)), 200)
+    assert "action" not in second["contained"][0]

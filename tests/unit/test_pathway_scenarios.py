@@ -15,7 +15,7 @@ import pytest
 
 from app.fhir.models import validate_resource
 from tests.factories import lbp_assessment, sbst_observation, sbst_response
-from tests.pathway_helpers import apply_region
+from tests.pathway_helpers import apply_region, lbp_codes
 
 T0 = date(2026, 3, 2)
 T2, T4, T8 = "2026-03-16", "2026-03-30", "2026-04-27"
@@ -168,6 +168,10 @@ SCENARIOS = [
     s("sjaelland options exhausted within 8 weeks: municipal offer", "dk-sjaelland", "municipal-prevention", "", days=21, answers={"options_exhausted": True}),
     s("sjaelland T4 without progress, MR status unknown: Rygheden, MR named as unknown", "dk-sjaelland", "spine-centre-referral", "mr-lumbar",
       days=29, answers={"course": "no-significant-progress", "mr_done": None}, unknown=frozenset({"mr-done"})),
+    s("sjaelland T4 without progress, pain duration and context unknown: MR all the same", "dk-sjaelland", "mr-lumbar spine-centre-referral", "surgical-assessment",
+      days=28, answers={"course": "no-significant-progress", "pain_duration_weeks": None, "contextual_complexity": None}),
+    s("sjaelland long-lasting and T4 without progress: one MR, surgical assessment", "dk-sjaelland", "mr-lumbar spine-centre-referral surgical-assessment", "",
+      days=28, answers={"course": "no-significant-progress", "pain_duration_weeks": 20, "contextual_complexity": "high"}),
     # --- DK Syddanmark ---
     s("syddanmark uncomplicated: practice sector and self-management", "dk-syddanmark", "self-management-advice practice-sector-treatment imaging-not-indicated",
       "reassess-t4 mr-lumbar spine-centre-referral surgical-assessment fast-track"),
@@ -219,3 +223,5 @@ def test_scenario(scenario: Scenario) -> None:
     assert scenario.unknown <= applied.unknown(), applied.unknown()
     assert not [i for i in applied.issues() if i["severity"] in ("error", "fatal")], applied.issues()
     validate_resource(applied.bundle)  # every proposal is a valid R4 resource
+    proposed = [code for request in applied.requests() for code in sorted(lbp_codes(request.get("code") or request.get("category") or []))]
+    assert len(proposed) == len(set(proposed)), f"proposed twice: {proposed}"  # one rule fires per need
