@@ -56,7 +56,7 @@ from run_core import (  # noqa: E402  (also installs the process clean-up: atexi
     postgres_base_url,
 )
 
-from tests.factories import collection, lbp_assessment, parameters, sbst_response  # noqa: E402
+from tests.factories import collection, lbp_assessment, non_specific_answers, parameters, sbst_response  # noqa: E402
 from tests.pathway_helpers import ARTIFACTS, REGIONS, region_plan  # noqa: E402
 
 MEDIAN_MS, P99_MS = 10.0, 30.0
@@ -64,13 +64,9 @@ PG_DATABASE = "backpath_bench_apply"
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 TODAY = date.today()
 T0 = TODAY - timedelta(weeks=4)
-ANSWERS: dict[str, Any] = {
-    "episode_start": T0.isoformat(), "episode_type": "first", "pain_duration_weeks": 5, "region_of_pain": "low-back",
-    "red_flag_cauda_equina": False, "red_flag_paresis": "none", "red_flag_serious_pathology": False, "nerve_root": "mild",
-    "stenosis": False, "course": "no-significant-progress", "considerable_impairment": True, "health_function_complexity": "low",
-    "contextual_complexity": "low", "sick_leave": "current", "mr_done": False, "options_exhausted": False,
-    "diagnostically_clarified": False, "multidisciplinary_need": False,
-}  # fmt: skip
+ANSWERS = non_specific_answers(
+    T0.isoformat(), pain_duration_weeks=5, nerve_root="mild", course="no-significant-progress", considerable_impairment=True, sick_leave="current"
+)
 SBST_CODES = ("91351-7", "91350-9", "91352-5")
 
 

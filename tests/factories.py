@@ -50,19 +50,12 @@ def sbst_response(subject: str, total: int, distress: int, authored: str = "2026
     """An SBST QuestionnaireResponse carrying the calculated items of the contract
     (`total-score`, `distress-subscale`, `risk-level`)."""
     code, display = _RISK_CODES[risk or keele_risk(total, distress)]
-    return {
-        "resourceType": "QuestionnaireResponse",
-        "status": "completed",
-        "questionnaire": SBST_QUESTIONNAIRE,
-        "subject": {"reference": subject},
-        "authored": authored,
-        "item": [
-            {"linkId": "total-score", "answer": [{"valueInteger": total}]},
-            {"linkId": "distress-subscale", "answer": [{"valueInteger": distress}]},
-            {"linkId": "risk-level", "answer": [{"valueCoding": {"system": "http://loinc.org", "code": code, "display": display}}]},
-        ],
-        **fields,
-    }
+    items = [
+        {"linkId": "total-score", "answer": [{"valueInteger": total}]},
+        {"linkId": "distress-subscale", "answer": [{"valueInteger": distress}]},
+        {"linkId": "risk-level", "answer": [{"valueCoding": {"system": "http://loinc.org", "code": code, "display": display}}]},
+    ]
+    return {**_response(SBST_QUESTIONNAIRE, subject, authored, items), **fields}
 
 
 def sbst_observation(subject: str, code: str, value: int | str, effective: str = "2026-03-01") -> dict[str, Any]:
@@ -95,14 +88,44 @@ def lbp_assessment(subject: str, authored: str = "2026-03-02", **answers: Any) -
         else:
             answer = {"valueCoding": {"system": ASSESSMENT_ANSWER, "code": value}}
         items.append({"linkId": link_id, "answer": [answer]})
+    return _response(ASSESSMENT_QUESTIONNAIRE, subject, authored, items)
+
+
+def _response(questionnaire: str, subject: str, authored: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "resourceType": "QuestionnaireResponse",
         "status": "completed",
-        "questionnaire": ASSESSMENT_QUESTIONNAIRE,
+        "questionnaire": questionnaire,
         "subject": {"reference": subject},
         "authored": authored,
         "item": items,
     }
+
+
+def non_specific_answers(episode_start: str, **changes: Any) -> dict[str, Any]:
+    """A complete assessment of non-specific low back pain without red flags (every contract fact
+    known), for `lbp_assessment(subject, **answers)`; `changes` override (None: left unanswered)."""
+    answers: dict[str, Any] = {
+        "episode_start": episode_start,
+        "episode_type": "first",
+        "pain_duration_weeks": 2,
+        "region_of_pain": "low-back",
+        "red_flag_cauda_equina": False,
+        "red_flag_paresis": "none",
+        "red_flag_serious_pathology": False,
+        "nerve_root": "none",
+        "stenosis": False,
+        "course": "improving",
+        "considerable_impairment": False,
+        "health_function_complexity": "low",
+        "contextual_complexity": "low",
+        "sick_leave": "none",
+        "mr_done": False,
+        "options_exhausted": False,
+        "diagnostically_clarified": False,
+        "multidisciplinary_need": False,
+    }
+    return {**answers, **changes}
 
 
 def parameters(*entries: tuple[str, Any]) -> dict[str, Any]:

@@ -449,15 +449,7 @@ class _Renderer:
 
     def group(self, group: _Group) -> dict[str, Any]:
         request = self.result.request
-        rg: dict[str, Any] = {"resourceType": "RequestGroup", "id": self.ids.take(group.key)}
-        if group.plan.get("url"):
-            rg["instantiatesCanonical"] = [group.plan["url"]]
-        rg.update(status="active", intent="proposal", subject={"reference": request.subject})
-        if request.encounter:
-            rg["encounter"] = {"reference": request.encounter}
-        author = request.practitioner or request.organization
-        if author:
-            rg["author"] = {"reference": author}
+        rg: dict[str, Any] = {"resourceType": "RequestGroup", "id": self.ids.take(group.key), **_proposed(group.plan, request)}
         self.resources.append(rg)
         actions = [self.action(a, rg) for a in group.actions]
         if actions:
@@ -483,6 +475,19 @@ class _Renderer:
         if draft.children:
             element["action"] = [self.action(child, rg) for child in draft.children]
         return element
+
+
+def _proposed(definition: Mapping[str, Any], request: ApplyInput) -> dict[str, Any]:
+    """What the CarePlan and each RequestGroup say alike: the definition they instantiate, a
+    proposal, for whom, in which encounter, by whom (CR: the practitioner, else the organization)."""
+    header: dict[str, Any] = {"instantiatesCanonical": [definition["url"]]} if definition.get("url") else {}
+    header.update(status="active", intent="proposal", subject={"reference": request.subject})
+    if request.encounter:
+        header["encounter"] = {"reference": request.encounter}
+    author = request.practitioner or request.organization
+    if author:
+        header["author"] = {"reference": author}
+    return header
 
 
 def _related_timing(rg: dict[str, Any]) -> None:
@@ -558,14 +563,7 @@ def care_plan(result: PlanResult) -> dict[str, Any]:
     plan: dict[str, Any] = {"resourceType": "CarePlan", "id": rg["id"], "contained": [rg, *goals, *others, *([outcome] if outcome else [])]}
     if outcome:
         plan["extension"] = [{"url": MESSAGES_EXTENSION, "valueReference": {"reference": f"#{outcome['id']}"}}]
-    if result.group.plan.get("url"):
-        plan["instantiatesCanonical"] = [result.group.plan["url"]]
-    plan.update(status="active", intent="proposal", subject={"reference": request.subject})
-    if request.encounter:
-        plan["encounter"] = {"reference": request.encounter}
-    author = request.practitioner or request.organization
-    if author:
-        plan["author"] = {"reference": author}
+    plan.update(_proposed(result.group.plan, request))
     if goals:
         plan["goal"] = [{"reference": f"#{g['id']}"} for g in goals]
     plan["activity"] = [{"reference": {"reference": f"#{rg['id']}"}}]

@@ -9,29 +9,23 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import FHIR_JSON, collection, lbp_assessment, parameters, patient, sbst_response, unique
+from tests.factories import (
+    FHIR_JSON,
+    collection,
+    lbp_assessment,
+    non_specific_answers,
+    parameters,
+    patient,
+    sbst_response,
+    unique,
+)
 from tests.pathway_helpers import Applied, lbp_codes
 
 TODAY = date.today()
 T0 = TODAY - timedelta(weeks=4)
 PLAN = "http://backpath.dev/fhir/PlanDefinition"
 
-SJAELLAND_T4: dict[str, Any] = {
-    "episode_start": T0.isoformat(),
-    "episode_type": "first",
-    "pain_duration_weeks": 5,
-    "region_of_pain": "low-back",
-    "red_flag_cauda_equina": False,
-    "red_flag_paresis": "none",
-    "red_flag_serious_pathology": False,
-    "nerve_root": "none",
-    "stenosis": False,
-    "course": "no-significant-progress",
-    "mr_done": False,
-    "options_exhausted": False,
-    "contextual_complexity": "low",
-    "health_function_complexity": "low",
-}
+SJAELLAND_T4 = non_specific_answers(T0.isoformat(), pain_duration_weeks=5, course="no-significant-progress")
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any], status: int = 201) -> dict[str, Any]:

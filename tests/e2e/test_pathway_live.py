@@ -9,29 +9,18 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import FHIR_JSON, lbp_assessment, parameters, patient, sbst_response, unique
+from tests.factories import (
+    FHIR_JSON,
+    lbp_assessment,
+    non_specific_answers,
+    parameters,
+    patient,
+    sbst_response,
+    unique,
+)
 from tests.pathway_helpers import Applied
 
 TODAY = date.today()
-NO_RED_FLAGS: dict[str, Any] = {
-    "episode_type": "first",
-    "pain_duration_weeks": 3,
-    "region_of_pain": "low-back",
-    "red_flag_cauda_equina": False,
-    "red_flag_paresis": "none",
-    "red_flag_serious_pathology": False,
-    "nerve_root": "none",
-    "stenosis": False,
-    "course": "improving",
-    "considerable_impairment": False,
-    "health_function_complexity": "low",
-    "contextual_complexity": "low",
-    "sick_leave": "none",
-    "mr_done": False,
-    "options_exhausted": False,
-    "diagnostically_clarified": False,
-    "multidisciplinary_need": False,
-}
 
 # region, weeks since T0, SBST (total, subscale), assessment changes, codes expected, codes not expected
 REGIONS = [
@@ -58,7 +47,7 @@ def test_apply_each_region_over_http(
         created = _post(http, "/Patient", patient(family=unique("Live"), birthDate="1979-09-09"))
         subject = f"Patient/{created['id']}"
         _post(http, "/QuestionnaireResponse", sbst_response(subject, *sbst, authored=t0.isoformat()))
-        _post(http, "/QuestionnaireResponse", lbp_assessment(subject, TODAY.isoformat(), episode_start=t0.isoformat(), **{**NO_RED_FLAGS, **changes}))
+        _post(http, "/QuestionnaireResponse", lbp_assessment(subject, TODAY.isoformat(), **non_specific_answers(t0.isoformat(), pain_duration_weeks=3, **changes)))
 
         care_plan = http.get(f"/PlanDefinition/{region}/$apply", params={"subject": subject})
         assert care_plan.status_code == 200, care_plan.text

@@ -14,34 +14,14 @@ from typing import Any
 import pytest
 
 from app.fhir.models import validate_resource
-from tests.factories import lbp_assessment, sbst_observation, sbst_response
+from tests.factories import lbp_assessment, non_specific_answers, sbst_observation, sbst_response
 from tests.pathway_helpers import apply_region, lbp_codes
 
 T0 = date(2026, 3, 2)
 T2, T4, T8 = "2026-03-16", "2026-03-30", "2026-04-27"
 SUBJECT = "Patient/scenario"
 
-# A complete first assessment of non-specific low back pain without red flags: every fact known.
-NON_SPECIFIC: dict[str, Any] = {
-    "episode_start": T0.isoformat(),
-    "episode_type": "first",
-    "pain_duration_weeks": 2,
-    "region_of_pain": "low-back",
-    "red_flag_cauda_equina": False,
-    "red_flag_paresis": "none",
-    "red_flag_serious_pathology": False,
-    "nerve_root": "none",
-    "stenosis": False,
-    "course": "improving",
-    "considerable_impairment": False,
-    "health_function_complexity": "low",
-    "contextual_complexity": "low",
-    "sick_leave": "none",
-    "mr_done": False,
-    "options_exhausted": False,
-    "diagnostically_clarified": False,
-    "multidisciplinary_need": False,
-}
+NON_SPECIFIC = non_specific_answers(T0.isoformat())
 ROUTINE = {"self-management-advice", "practice-sector-treatment", "sbst-request", "meekijkconsult", "reassess-t2", "reassess-t4", "reassess-t8", "imaging-not-indicated", "mr-lumbar"}
 
 
