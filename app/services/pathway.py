@@ -18,6 +18,7 @@ import re
 from dataclasses import replace
 from datetime import UTC
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -31,7 +32,7 @@ from app.pathway.apply import (
     referenced_definitions,
     request_bundle,
 )
-from app.pathway.facts import ASSESSMENT_QUESTIONNAIRE, LOINC, SBST_CODES, SBST_QUESTIONNAIRE, pathway_input
+from app.pathway.facts import LOINC, SBST_CODES, pathway_input
 from app.pathway.parameters import ApplyParameters, parse_apply_parameters
 from app.pathway.translation import language_of
 from app.services import resources
@@ -46,7 +47,7 @@ __all__ = ["ACTIVITY_DEFINITION_APPLY", "PLAN_DEFINITION_APPLY", "PLAN_DEFINITIO
 # Searches run with a base that can never prefix a canonical URL (search rewrites its own base).
 _INTERNAL_BASE = "urn:backpath:pathway"
 _TYPE_IN_URL = re.compile(r"/(PlanDefinition|ActivityDefinition|Questionnaire)/")
-_RECENT = "20"  # latest SBST and assessment responses read (enough for the latest of each, and an earlier T0)
+_PAGE, _MAX_PAGES = "200", 25  # a subject's stored responses / score Observations, read in full up to 5,000
 
 
 class _Reads:
@@ -147,17 +148,16 @@ async def _apply_input(
 
 
 async def _subject_data(reads: _Reads, context: FhirContext, subject: str) -> list[dict[str, Any]]:
-    """The stored resources the pathway facts come from: recent SBST and assessment responses and
-    SBST score Observations (every search is bounded by the subject, so store size does not matter)."""
+    """The stored resources the pathway facts come from: the subject's QuestionnaireResponses and
+    SBST score Observations. Only the subject narrows the search (the index makes that cheap at any
+    store size; a canonical `questionnaire` criterion or `_sort` would not), every page is read, and
+    the facts pick the SBST / assessment responses and the latest values themselves."""
     if not subject.startswith("Patient/"):
         return []
-    questionnaires = f"{SBST_QUESTIONNAIRE},{ASSESSMENT_QUESTIONNAIRE}"
-    found = await _search(
-        reads, context, "QuestionnaireResponse", [("subject", subject), ("questionnaire", questionnaires), ("_sort", "-authored"), ("_count", _RECENT), ("_total", "none")]
-    )
     codes = ",".join(f"{LOINC}|{code}" for code in SBST_CODES)
-    found += await _search(reads, context, "Observation", [("subject", subject), ("code", codes), ("_sort", "-date"), ("_count", "30"), ("_total", "none")])
-    return found
+    responses = await _search_all(reads, context, "QuestionnaireResponse", [("subject", subject)])
+    observations = await _search_all(reads, context, "Observation", [("subject", subject), ("code", codes)])
+    return [*responses, *observations]
 
 
 async def _plan_definition(reads: _Reads, context: FhirContext, call: OperationCall, params: ApplyParameters) -> dict[str, Any]:
@@ -232,9 +232,31 @@ async def _by_url(reads: _Reads, context: FhirContext, resource_type: str, canon
     return await _search(reads, context, resource_type, query)
 
 
+async def _search_all(reads: _Reads, context: FhirContext, resource_type: str, query: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Every match, page by page (at most `_MAX_PAGES` of `_PAGE`: a subject's own data)."""
+    found: list[dict[str, Any]] = []
+    cursor: list[tuple[str, str]] = []
+    for _ in range(_MAX_PAGES):
+        bundle = await _bundle(reads, context, resource_type, [*query, ("_count", _PAGE), ("_total", "none"), *cursor])
+        found += _matches(bundle)
+        next_url = next((link["url"] for link in bundle.get("link") or [] if link.get("relation") == "next"), None)
+        if next_url is None:
+            break
+        cursor = [(k, v) for k, v in parse_qsl(urlsplit(next_url).query) if k == "_cursor"]
+    return found
+
+
+async def _bundle(reads: _Reads, context: FhirContext, resource_type: str, query: list[tuple[str, str]]) -> dict[str, Any]:
+    found: dict[str, Any] = orjson.loads(orjson.dumps(await search_in(await reads.session(), context, _INTERNAL_BASE, resource_type, query)))
+    return found
+
+
+def _matches(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [e["resource"] for e in bundle.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
+
+
 async def _search(reads: _Reads, context: FhirContext, resource_type: str, query: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    found = orjson.loads(orjson.dumps(await search_in(await reads.session(), context, _INTERNAL_BASE, resource_type, query)))
-    return [e["resource"] for e in found.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
+    return _matches(await _bundle(reads, context, resource_type, query))
 
 
 async def _read(reads: _Reads, reference: str) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.services import pathway as pathway_service
 from tests.factories import (
     FHIR_JSON,
     collection,
@@ -202,3 +203,12 @@ async def test_an_edited_rule_applies_at_once(client: httpx.AsyncClient, stored_
     assert (await client.put(f"/PlanDefinition/{plan_id}", json=rule, headers=FHIR_JSON)).status_code == 200
     second = await _post(client, f"/PlanDefinition/{plan_id}/$apply", parameters(("subject", stored_patient)), 200)
     assert "action" not in second["contained"][0]
+
+
+async def test_every_page_of_the_subjects_data_is_read(client: httpx.AsyncClient, stored_patient: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pathway_service, "_PAGE", "1")
+    newest = (TODAY + timedelta(days=2)).isoformat()
+    await _post(client, "/QuestionnaireResponse", lbp_assessment(stored_patient, newest, **{**SJAELLAND_T4, "red_flag_paresis": "progressive"}))
+    await _post(client, "/QuestionnaireResponse", lbp_assessment(stored_patient, T0.isoformat(), **SJAELLAND_T4))
+    bundle = await _post(client, "/PlanDefinition/dk-sjaelland/$r5.apply", parameters(("subject", stored_patient)), 200)
+    assert Applied(bundle).codes() == {"acute-referral"}
