@@ -160,8 +160,9 @@ def measure(client: httpx.Client, region: str, body: bytes, samples: int) -> lis
 
 
 def engine_only(region: str, samples: int) -> list[float]:
-    from app.pathway.apply import apply_plan_definition, care_plan
+    from app.pathway.apply import apply_plan_definition
     from app.pathway.facts import pathway_input
+    from app.pathway.render import care_plan
 
     data = subject_data("engine")
     plan = region_plan(region)

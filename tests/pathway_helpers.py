@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from app.content.loader import read_content
-from app.pathway.apply import Artifacts, apply_plan_definition, request_bundle
+from app.pathway.apply import Artifacts, apply_plan_definition
 from app.pathway.facts import pathway_input
+from app.pathway.render import request_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 LBP_ACTION = "http://backpath.dev/fhir/CodeSystem/lbp-action"

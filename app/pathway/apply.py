@@ -7,9 +7,8 @@ operation https://hl7.org/fhir/R4/plandefinition-operation-apply.html and the CP
 Steps, per action: variables → applicability conditions → copied elements → child actions →
 definition (ActivityDefinition through its $apply, nested PlanDefinition recursively, Questionnaire
 referenced, definitionUri passed through) → the action's dynamic values (after the definition's, so
-they win) → concrete timing. The whole result is computed before anything is rendered; rendering
-assigns the ids (unique even when one ActivityDefinition serves several actions) and the references,
-as a CarePlan with everything contained (R4) or as a collection Bundle (CPG / R5).
+they win) → concrete timing. The whole result is computed before anything is rendered
+(`app.pathway.render` assigns the ids and references, as a CarePlan or a Bundle).
 
 BackPath rules on top of the spec, documented in plandefinitions/README.md:
 - a condition that evaluates to empty is *undecided*: the action is left out and the result names
@@ -23,34 +22,34 @@ BackPath rules on top of the spec, documented in plandefinitions/README.md:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
 import orjson
 
-from app.fhir.outcome import Issue, operation_outcome
+from app.fhir.outcome import Issue
 from app.pathway.activity import Who, add_to, apply_activity_definition, apply_dynamic_values, model_problems
 from app.pathway.expressions import Environment
-from app.pathway.timing import TIMING_KEYS, concrete_timing, due_elements, shift
+from app.pathway.timing import TIMING_KEYS, concrete_timing, due_elements
 from app.pathway.translation import localized
 
 __all__ = [
     "APPLICABILITY_EXTENSION",
+    "ActionDraft",
     "ApplyInput",
     "Artifacts",
+    "GroupDraft",
     "PlanResult",
+    "Proposal",
     "apply_activity",
     "apply_plan_definition",
-    "care_plan",
     "referenced_definitions",
-    "request_bundle",
+    "safe_id",
 ]
 
 APPLICABILITY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/cqf-applicabilityBehavior"
-MESSAGES_EXTENSION = "http://hl7.org/fhir/StructureDefinition/cqf-messages"
-PERTAINS_TO_GOAL_EXTENSION = "http://hl7.org/fhir/StructureDefinition/resource-pertainsToGoal"
 
 # Elements of a PlanDefinition action copied onto the RequestGroup action (R4 "Applying", plus id).
 _COPIED = (
@@ -129,7 +128,7 @@ CONTEXT_PARAMETERS = ("userType", "userLanguage", "userTaskContext", "setting", 
 
 
 @dataclass(frozen=True)
-class _Proposal:
+class Proposal:
     """A generated request before it has an id."""
 
     resource: Mapping[str, Any]
@@ -137,20 +136,20 @@ class _Proposal:
 
 
 @dataclass(frozen=True)
-class _Action:
+class ActionDraft:
     """A RequestGroup action before rendering: its own elements, children and what it points to."""
 
     element: Mapping[str, Any]
-    children: tuple[_Action, ...] = ()
-    target: _Proposal | _Group | str | None = None
+    children: tuple[ActionDraft, ...] = ()
+    target: Proposal | GroupDraft | str | None = None
 
 
 @dataclass(frozen=True)
-class _Group:
+class GroupDraft:
     """A RequestGroup before rendering: the plan it instantiates and its actions."""
 
     plan: Mapping[str, Any]
-    actions: tuple[_Action, ...]
+    actions: tuple[ActionDraft, ...]
     key: str
     goals: tuple[Mapping[str, Any], ...] = ()
 
@@ -159,7 +158,7 @@ class _Group:
 class _Outcome:
     """What one action (or list of actions) came to: drafts, or nothing decided / undecided."""
 
-    actions: tuple[_Action, ...] = ()
+    actions: tuple[ActionDraft, ...] = ()
     decided: bool = True
     unknown: frozenset[str] = frozenset()
     issues: tuple[Issue, ...] = ()
@@ -169,7 +168,7 @@ class _Outcome:
 class PlanResult:
     """The computed result of a PlanDefinition/$apply, ready to render either way."""
 
-    group: _Group
+    group: GroupDraft
     request: ApplyInput
     issues: tuple[Issue, ...]
     unknown: frozenset[str]
@@ -188,7 +187,7 @@ def apply_activity(definition: Mapping[str, Any], request: ApplyInput) -> tuple[
     resource, problems = apply_activity_definition(definition, request.environment(), request.who(), request.timing_anchor())
     issues = [Issue("error", "processing", f"ActivityDefinition {_name(definition)}: {p}") for p in problems]
     if resource is not None:
-        resource["id"] = _safe_id(str(definition.get("id") or "activity"))
+        resource["id"] = safe_id(str(definition.get("id") or "activity"))
     return resource, issues
 
 
@@ -214,17 +213,17 @@ def referenced_definitions(resource: Mapping[str, Any]) -> set[str]:
 
 def _apply_plan(
     plan: Mapping[str, Any], env: Environment, request: ApplyInput, key: str, trail: tuple[str, ...]
-) -> tuple[_Group, _Outcome]:
+) -> tuple[GroupDraft, _Outcome]:
     plan = localized(plan, request.language)
     url = str(plan.get("url") or plan.get("id") or "")
     if url in trail:
         issue = Issue("error", "processing", f"PlanDefinition {url} includes itself ({' → '.join((*trail, url))}); not applied again")
-        return _Group(plan, (), key), _Outcome(decided=False, issues=(issue,))
+        return GroupDraft(plan, (), key), _Outcome(decided=False, issues=(issue,))
     env, problems = env.bind(context=plan).with_variables(plan, plan)
     issues = [Issue("warning", "processing", f"PlanDefinition {_name(plan)}: {p}") for p in problems]
     outcome = _actions(plan.get("action") or [], _behavior(plan), env, plan, request, "PlanDefinition", (*trail, url))
     goals = tuple(_goal(g, request) for g in plan.get("goal") or [])
-    return _Group(plan, outcome.actions, key, goals), replace(outcome, issues=(*issues, *outcome.issues))
+    return GroupDraft(plan, outcome.actions, key, goals), replace(outcome, issues=(*issues, *outcome.issues))
 
 
 def _actions(
@@ -236,7 +235,7 @@ def _actions(
     path: str,
     trail: tuple[str, ...],
 ) -> _Outcome:
-    drafts: list[_Action] = []
+    drafts: list[ActionDraft] = []
     issues: list[Issue] = []
     unknown: set[str] = set()
     decided = True
@@ -274,7 +273,7 @@ def _action(
         children = _actions(definition["action"], _behavior(definition), env, plan, request, path, trail)
         issues.extend(children.issues)
 
-    target: _Proposal | _Group | str | None = None
+    target: Proposal | GroupDraft | str | None = None
     unknown = children.unknown
     canonical = definition.get("definitionCanonical")
     if isinstance(canonical, str):
@@ -284,7 +283,7 @@ def _action(
         if resolved.failed:
             return _Outcome(decided=False, unknown=resolved.unknown, issues=tuple(issues))
         target = resolved.target
-        if isinstance(target, _Group) and not target.actions:
+        if isinstance(target, GroupDraft) and not target.actions:
             target = None  # the nested plan had nothing to propose
             if not children.actions:
                 return _Outcome(decided=resolved.decided, unknown=resolved.unknown, issues=tuple(issues))
@@ -296,18 +295,18 @@ def _action(
 
     anchor = request.timing_anchor()
     element.update(concrete_timing(definition, anchor))
-    if isinstance(target, _Proposal) and any(k in element for k in TIMING_KEYS):
+    if isinstance(target, Proposal) and any(k in element for k in TIMING_KEYS):
         resource = dict(target.resource)
         resource.update(due_elements(str(resource["resourceType"]), element))
-        target = _Proposal(resource, target.key)
+        target = Proposal(resource, target.key)
     action_env = env.bind(context=plan)
     problems = apply_dynamic_values(element, definition, action_env, plan, prefix="action.")
-    if not isinstance(target, _Proposal):  # nothing generated: every dynamic value is about the action
+    if not isinstance(target, Proposal):  # nothing generated: every dynamic value is about the action
         problems += apply_dynamic_values(element, definition, action_env, plan)
     if problems:
         issues.extend(Issue("error", "processing", f"{label}: {p}; the action is left out", (path,)) for p in problems)
         return _Outcome(decided=False, issues=tuple(issues))
-    return _Outcome((_Action(element, children.actions, target),), unknown=unknown, issues=tuple(issues))
+    return _Outcome((ActionDraft(element, children.actions, target),), unknown=unknown, issues=tuple(issues))
 
 
 def _applicability(
@@ -343,7 +342,7 @@ def _applicability(
 
 @dataclass(frozen=True)
 class _Resolved:
-    target: _Proposal | _Group | str | None = None
+    target: Proposal | GroupDraft | str | None = None
     failed: bool = False
     decided: bool = True
     unknown: frozenset[str] = frozenset()
@@ -377,7 +376,7 @@ def _definition(
         if resource is None or problems:
             issues = tuple(Issue("error", "processing", f"{label}: {p}; the action is left out", where) for p in problems)
             return _Resolved(failed=True, decided=False, issues=issues)
-        return _Resolved(_Proposal(resource, key))
+        return _Resolved(Proposal(resource, key))
     if kind == "PlanDefinition":
         group, outcome = _apply_plan(artifact, request.environment(), request, key, trail)
         return _Resolved(group, decided=outcome.decided, unknown=outcome.unknown, issues=outcome.issues)
@@ -417,177 +416,12 @@ def _behavior(holder: Mapping[str, Any]) -> str:
     return "all"
 
 
-# --- rendering -------------------------------------------------------------------------------
-
-
-class _Ids:
-    """Resource ids from readable keys, made unique within one result."""
-
-    def __init__(self) -> None:
-        self.taken: set[str] = set()
-
-    def take(self, key: str) -> str:
-        base = _safe_id(key)
-        candidate, n = base, 1
-        while candidate in self.taken:
-            n += 1
-            suffix = f"-{n}"
-            candidate = base[: 64 - len(suffix)] + suffix
-        self.taken.add(candidate)
-        return candidate
-
-
-class _Renderer:
-    def __init__(self, result: PlanResult, contained: bool) -> None:
-        self.result = result
-        self.contained = contained
-        self.ids = _Ids()
-        self.resources: list[dict[str, Any]] = []
-
-    def ref(self, resource_type: str, resource_id: str) -> dict[str, str]:
-        return {"reference": f"#{resource_id}" if self.contained else f"{resource_type}/{resource_id}"}
-
-    def group(self, group: _Group) -> dict[str, Any]:
-        request = self.result.request
-        rg: dict[str, Any] = {"resourceType": "RequestGroup", "id": self.ids.take(group.key), **_proposed(group.plan, request)}
-        self.resources.append(rg)
-        actions = [self.action(a, rg) for a in group.actions]
-        if actions:
-            rg["action"] = actions
-        _related_timing(rg)
-        return rg
-
-    def action(self, draft: _Action, rg: Mapping[str, Any]) -> dict[str, Any]:
-        element = dict(draft.element)
-        target = draft.target
-        if isinstance(target, _Proposal):
-            resource = {**target.resource, "id": self.ids.take(target.key)}
-            resource_type = str(resource["resourceType"])
-            if resource_type != "RequestGroup":
-                resource["basedOn"] = [self.ref("RequestGroup", str(rg["id"]))]
-            self.resources.append(resource)
-            element["resource"] = self.ref(resource_type, resource["id"])
-        elif isinstance(target, _Group):
-            nested = self.group(target)
-            element["resource"] = self.ref("RequestGroup", nested["id"])
-        elif isinstance(target, str):
-            element["resource"] = {"reference": target}
-        if draft.children:
-            element["action"] = [self.action(child, rg) for child in draft.children]
-        return element
-
-
-def _proposed(definition: Mapping[str, Any], request: ApplyInput) -> dict[str, Any]:
-    """What the CarePlan and each RequestGroup say alike: the definition they instantiate, a
-    proposal, for whom, in which encounter, by whom (CR: the practitioner, else the organization)."""
-    header: dict[str, Any] = {"instantiatesCanonical": [definition["url"]]} if definition.get("url") else {}
-    header.update(status="active", intent="proposal", subject={"reference": request.subject})
-    if request.encounter:
-        header["encounter"] = {"reference": request.encounter}
-    author = request.practitioner or request.organization
-    if author:
-        header["author"] = {"reference": author}
-    return header
-
-
-def _related_timing(rg: dict[str, Any]) -> None:
-    """relatedAction: drop links to actions that did not apply; an action without a time of its
-    own gets one from the action it is related to (start/end ± offset)."""
-    actions = {str(a["id"]): a for a in _walk(rg.get("action") or []) if "id" in a}
-    for action in _walk(rg.get("action") or []):
-        related = [r for r in action.get("relatedAction") or [] if r.get("actionId") in actions]
-        if not related:
-            action.pop("relatedAction", None)
-            continue
-        action["relatedAction"] = related
-        if any(k in action for k in TIMING_KEYS):
-            continue
-        for link in related:
-            moment = _moment(actions[link["actionId"]], str(link.get("relationship") or ""))
-            offset = link.get("offsetDuration") or link.get("offsetRange") or {}
-            relationship = str(link.get("relationship") or "")
-            sign = -1 if relationship.startswith("before") else 0 if relationship.startswith("concurrent") else 1
-            if moment is not None:
-                when = shift(moment, offset, sign) if offset and sign else moment[:10]
-                if when:
-                    action["timingDateTime"] = when
-                    break
-
-
-def _moment(action: Mapping[str, Any], relationship: str) -> str | None:
-    if "timingDateTime" in action:
-        return str(action["timingDateTime"])
-    period = action.get("timingPeriod") or {}
-    value = period.get("end") if relationship.endswith("end") else period.get("start")
-    return str(value) if value else None
-
-
-def _walk(actions: Sequence[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for action in actions:
-        yield action
-        yield from _walk(action.get("action") or [])
-
-
-def _render(result: PlanResult, contained: bool) -> tuple[_Renderer, dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
-    renderer = _Renderer(result, contained)
-    rg = renderer.group(result.group)
-    _propagate_due_dates(renderer.resources)
-    goals = [{**goal, "id": renderer.ids.take(str(n))} for n, goal in enumerate(result.group.goals, start=1)]
-    if result.unknown:
-        rg["note"] = [{"text": "Facts not known (answering them could change this plan): " + ", ".join(sorted(result.unknown))}]
-    outcome = None
-    if result.issues:
-        outcome = {**operation_outcome(list(result.issues)), "id": renderer.ids.take("outcome")}
-    return renderer, rg, goals, outcome
-
-
-def _propagate_due_dates(resources: list[dict[str, Any]]) -> None:
-    """A time an action got from a related action reaches the request it generated."""
-    by_ref: dict[str, dict[str, Any]] = {}
-    for resource in resources:
-        by_ref[f"#{resource['id']}"] = resource
-        by_ref[f"{resource['resourceType']}/{resource['id']}"] = resource
-    for rg in [r for r in resources if r["resourceType"] == "RequestGroup"]:
-        for action in _walk(rg.get("action") or []):
-            target = by_ref.get(str((action.get("resource") or {}).get("reference")))
-            if target is not None and target["resourceType"] != "RequestGroup" and "timingDateTime" in action:
-                for key, value in due_elements(target["resourceType"], action).items():
-                    target.setdefault(key, value)
-
-
-def care_plan(result: PlanResult) -> dict[str, Any]:
-    """R4 `$apply`: a CarePlan whose one activity is the RequestGroup; everything it made is contained."""
-    renderer, rg, goals, outcome = _render(result, contained=True)
-    request = result.request
-    others = renderer.resources[1:]  # the root RequestGroup is rendered first
-    plan: dict[str, Any] = {"resourceType": "CarePlan", "id": rg["id"], "contained": [rg, *goals, *others, *([outcome] if outcome else [])]}
-    if outcome:
-        plan["extension"] = [{"url": MESSAGES_EXTENSION, "valueReference": {"reference": f"#{outcome['id']}"}}]
-    plan.update(_proposed(result.group.plan, request))
-    if goals:
-        plan["goal"] = [{"reference": f"#{g['id']}"} for g in goals]
-    plan["activity"] = [{"reference": {"reference": f"#{rg['id']}"}}]
-    return plan
-
-
-def request_bundle(result: PlanResult) -> dict[str, Any]:
-    """CPG / R5 `$apply`: a collection Bundle, the RequestGroup first, then Goals and requests."""
-    renderer, rg, goals, outcome = _render(result, contained=False)
-    extensions = [{"url": PERTAINS_TO_GOAL_EXTENSION, "valueReference": {"reference": f"Goal/{g['id']}"}} for g in goals]
-    if outcome:
-        extensions.append({"url": MESSAGES_EXTENSION, "valueReference": {"reference": f"OperationOutcome/{outcome['id']}"}})
-    others = renderer.resources[1:]  # the root RequestGroup is rendered first
-    if extensions:
-        rg = {"resourceType": "RequestGroup", "id": rg["id"], "extension": extensions, **rg}
-    entries = [rg, *goals, *others, *([outcome] if outcome else [])]
-    return {"resourceType": "Bundle", "id": rg["id"], "type": "collection", "entry": [{"resource": r} for r in entries]}
-
-
 def _name(resource: Mapping[str, Any]) -> str:
     return str(resource.get("id") or resource.get("url") or resource.get("resourceType") or "definition")
 
 
-def _safe_id(key: str) -> str:
+def safe_id(key: str) -> str:
+    """A valid resource id made from a readable key."""
     return _UNSAFE_ID.sub("-", key).strip("-")[:64] or "id"
 
 

@@ -28,12 +28,11 @@ from app.pathway.apply import (
     Artifacts,
     apply_activity,
     apply_plan_definition,
-    care_plan,
     referenced_definitions,
-    request_bundle,
 )
 from app.pathway.facts import LOINC, SBST_CODES, pathway_input
 from app.pathway.parameters import ApplyParameters, parse_apply_parameters
+from app.pathway.render import care_plan, request_bundle
 from app.pathway.translation import language_of
 from app.services import resources
 from app.services.context import FhirContext

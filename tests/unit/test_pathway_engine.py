@@ -12,10 +12,9 @@ from app.pathway.apply import (
     Artifacts,
     apply_activity,
     apply_plan_definition,
-    care_plan,
     referenced_definitions,
-    request_bundle,
 )
+from app.pathway.render import care_plan, request_bundle
 
 TODAY = date(2026, 3, 16)
 VAR = "http://hl7.org/fhir/StructureDefinition/variable"
