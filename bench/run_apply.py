@@ -220,12 +220,12 @@ def bench_database(db: str, url: str, args: argparse.Namespace, workdir: Path) -
 
 def render(rows: list[Row], engine: dict[str, list[float]]) -> str:
     lines = [
-        f"| db | store | region | mode | median ms | p99 ms | target (median <= {MEDIAN_MS:.0f}, p99 <= {P99_MS:.0f}) |",
+        f"| db | store | region | mode | median ms | p99 ms | target with data supplied (median <= {MEDIAN_MS:.0f}, p99 <= {P99_MS:.0f}) |",
         "|---|---|---|---|---|---|---|",
     ]
     for db, store, region, mode, latencies in rows:
         median, p99 = statistics.median(latencies), percentile(latencies, 0.99)
-        verdict = "ok" if median <= MEDIAN_MS and p99 <= P99_MS else "MISSED"
+        verdict = ("ok" if median <= MEDIAN_MS and p99 <= P99_MS else "MISSED") if mode == "data" else "(not a target)"
         lines.append(f"| {db} | {store} | {region} | {mode} | {median:.1f} | {p99:.1f} | {verdict} |")
     lines.append("")
     lines.append("| engine only (no HTTP, no database) | median ms | p99 ms |")
