@@ -10,7 +10,7 @@ beside the one from $BENCH_POSTGRES_URL or `scripts/ensure_postgres.sh`, dropped
 1. starts our server (`backpath serve`, the pathway content loaded at start-up, same helpers as
    bench/run_core.py) on an empty store;
 2. per region, after a warm-up, sends --samples sequential `POST /PlanDefinition/<region>/$apply`
-   (one keep-alive connection) in two modes:
+   (one keep-alive connection, round-robin over regions and modes) in two modes:
      data    the patient, an SBST response and an LBP assessment in the `data` Bundle, with
              useServerData=false (the plan and its definitions still come from the store);
      stored  the same three resources stored beforehand, only `subject` sent;
@@ -18,7 +18,8 @@ beside the one from $BENCH_POSTGRES_URL or `scripts/ensure_postgres.sh`, dropped
 3. loads --unrelated resources of the very types and codes the pathway searches (10 % Patients,
    60 % Observations with the SBST LOINC codes among others, 30 % SBST / assessment responses), all
    about other patients, in transaction Bundles;
-4. measures step 2 again: the cost must not grow with the store.
+4. waits --settle seconds (the database's background work after a bulk load: PostgreSQL autovacuum
+   and analyze, checkpoints) and measures step 2 again: the cost must not grow with the store.
 
 Also printed: the pure engine (in this process, no HTTP, no database) per region, for scale.
 Data is random with a fixed seed (--seed).
@@ -144,18 +145,20 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def measure(client: httpx.Client, region: str, body: bytes, samples: int) -> list[float]:
-    path = f"/PlanDefinition/{region}/$apply"
-    for _ in range(10):
-        response = client.post(path, content=body, headers=FHIR)
-        if response.status_code != 200:
-            raise RuntimeError(f"{region}: {response.status_code} {response.text[:400]}")
-    latencies = []
+def measure(client: httpx.Client, calls: dict[tuple[str, str], bytes], samples: int) -> dict[tuple[str, str], list[float]]:
+    """Latencies of each (region, mode) call, round-robin, so load from elsewhere hits them alike."""
+    for (region, _), body in calls.items():
+        for _ in range(30):
+            response = client.post(f"/PlanDefinition/{region}/$apply", content=body, headers=FHIR)
+            if response.status_code != 200:
+                raise RuntimeError(f"{region}: {response.status_code} {response.text[:400]}")
+    latencies: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
     for _ in range(samples):
-        started = time.perf_counter()
-        response = client.post(path, content=body, headers=FHIR)
-        latencies.append((time.perf_counter() - started) * 1000)
-        assert response.status_code == 200
+        for (region, mode), body in calls.items():
+            started = time.perf_counter()
+            response = client.post(f"/PlanDefinition/{region}/$apply", content=body, headers=FHIR)
+            latencies[region, mode].append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200
     return latencies
 
 
@@ -180,15 +183,16 @@ Row = tuple[str, str, str, str, list[float]]
 
 
 def phase(client: httpx.Client, db: str, store: str, args: argparse.Namespace) -> list[Row]:
-    rows: list[Row] = []
+    calls: dict[tuple[str, str], bytes] = {}
     for region in REGIONS:
-        data = subject_data(f"bench-{region}")
-        supplied = parameters(("subject", f"Patient/bench-{region}-data"), ("data", collection({**data[0], "id": f"bench-{region}-data"}, *[
-            {**r, "subject": {"reference": f"Patient/bench-{region}-data"}} for r in data[1:]])), ("useServerData", False))  # fmt: skip
-        rows.append((db, store, region, "data", measure(client, region, json.dumps(supplied).encode(), args.samples)))
-        rows.append((db, store, region, "stored", measure(client, region, json.dumps(parameters(("subject", f"Patient/bench-{region}"))).encode(), args.samples)))
-        log(f"{db} / {store} / {region}: data {statistics.median(rows[-2][4]):.1f} ms, stored {statistics.median(rows[-1][4]):.1f} ms (medians)")
-    return rows
+        data = subject_data(f"bench-{region}-data")
+        supplied = parameters(("subject", f"Patient/bench-{region}-data"), ("data", collection(*data)), ("useServerData", False))
+        calls[region, "data"] = json.dumps(supplied).encode()
+        calls[region, "stored"] = json.dumps(parameters(("subject", f"Patient/bench-{region}"))).encode()
+    measured = measure(client, calls, args.samples)
+    for region in REGIONS:
+        log(f"{db} / {store} / {region}: data {statistics.median(measured[region, 'data']):.1f} ms, stored {statistics.median(measured[region, 'stored']):.1f} ms (medians)")
+    return [(db, store, region, mode, latencies) for (region, mode), latencies in measured.items()]
 
 
 def store_subjects(client: httpx.Client) -> None:
@@ -211,7 +215,8 @@ def bench_database(db: str, url: str, args: argparse.Namespace, workdir: Path) -
             rows = phase(client, db, "empty", args)
             if args.unrelated:
                 rate = load(server.url, args, db)
-                log(f"{db}: {args.unrelated:,} unrelated resources loaded ({rate:,.0f} res/s)")
+                log(f"{db}: {args.unrelated:,} unrelated resources loaded ({rate:,.0f} res/s); settling {args.settle:.0f} s")
+                time.sleep(args.settle)  # the database's own work after a bulk load (autovacuum, checkpoints)
                 rows += phase(client, db, f"+{args.unrelated:,}", args)
         return rows
     finally:
@@ -242,6 +247,7 @@ def main() -> int:
     parser.add_argument("--unrelated", type=int, default=100_000)
     parser.add_argument("--bundle", type=int, default=500)
     parser.add_argument("--seed", type=int, default=6)
+    parser.add_argument("--settle", type=float, default=60.0, help="seconds to wait after loading, before measuring")
     args = parser.parse_args()
     log(f"bench/run_apply.py at {_code_version()} on {platform.node()} ({platform.machine()}), python {platform.python_version()}")
     engine = {region: engine_only(region, args.samples) for region in REGIONS}
