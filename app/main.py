@@ -21,7 +21,9 @@ from app.fhir.search_params import SearchParameterRegistry, official_search_para
 from app.services.capability import capability_statement
 from app.services.content import install_content
 from app.services.context import FhirContext, utc_now_ms
+from app.services.definitions import DEFINITION_WRITE_HOOKS
 from app.services.operations import OperationRegistry
+from app.services.pathway import ACTIVITY_DEFINITION_APPLY, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY
 from app.services.questionnaire_extract import EXTRACT
 from app.services.questionnaire_populate import POPULATE
 from app.services.questionnaires import score_questionnaire_response
@@ -52,11 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES),
             default_count=settings.default_count,
             max_count=settings.max_count,
-            write_hooks={"QuestionnaireResponse": [score_questionnaire_response]},
+            write_hooks={"QuestionnaireResponse": [score_questionnaire_response], **DEFINITION_WRITE_HOOKS},
         )
         changed = await install_content(context, content)
         log.info("content loaded", extra={"status": f"{len(content)} resources, {changed} new or changed"})
-        operations = OperationRegistry([VALIDATE, EXTRACT, POPULATE])
+        operations = OperationRegistry(
+            [VALIDATE, EXTRACT, POPULATE, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY, ACTIVITY_DEFINITION_APPLY]
+        )
         app.state.fhir = context
         app.state.operations = operations
         app.state.capability_statement = capability_statement(

@@ -14,6 +14,7 @@ FORBIDDEN = {
     "fhir": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
     "questionnaire": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
     "content": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
+    "pathway": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
     "storage": ("fastapi", "starlette", "app.services", "app.api"),
     "services": ("fastapi", "starlette", "app.api"),
 }
