@@ -48,7 +48,9 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, base_url="http://testserver", max_body_bytes=1024 * 1024)
+    """The shared in-process app: development mode (no tokens) without the audit trail, so the core
+    tests see only their own data; the security tests build their own production-mode apps."""
+    return Settings(database_url=database_url, base_url="http://testserver", max_body_bytes=1024 * 1024, dev_mode=True, audit=False)
 
 
 @pytest.fixture(scope="session")
@@ -78,7 +80,7 @@ def live_server(database_url: str) -> Iterator[str]:
     url = database_url
     if url.startswith("sqlite"):
         url = f"sqlite+aiosqlite:///{_TMP / 'live.db'}"
-    env = {**os.environ, "DATABASE_URL": url, "BACKPATH_DEV_MODE": "1", "BACKPATH_LOG_LEVEL": "WARNING"}
+    env = {**os.environ, "DATABASE_URL": url, "BACKPATH_DEV_MODE": "1", "BACKPATH_AUDIT": "0", "BACKPATH_LOG_LEVEL": "WARNING"}
     log = open(_TMP / f"live-{port}.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
