@@ -8,6 +8,7 @@ identifiers) and asserts on that, never on the store being empty.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -23,6 +25,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
+from tests.tokens import AUDIENCE, Issuer, KeyPair
 
 ROOT = Path(__file__).resolve().parent.parent
 _TMP = Path(tempfile.mkdtemp(prefix="backpath-tests-"))
@@ -64,6 +67,56 @@ async def app(settings: Settings) -> AsyncIterator[FastAPI]:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def issuer() -> Issuer:
+    """An external authorization server the secured app trusts (its JWKS is a file)."""
+    return Issuer(_TMP / "issuer-jwks.json")
+
+
+@pytest.fixture(scope="session")
+def backend_client_key() -> KeyPair:
+    """The key a registered backend client signs its assertions with (EC P-384, ES384)."""
+    return KeyPair("EC")
+
+
+@pytest.fixture(scope="session")
+def secure_settings(settings: Settings, issuer: Issuer, backend_client_key: KeyPair) -> Settings:
+    """Production mode: tokens required (the external issuer and the built-in token endpoint), audit on."""
+    signing_key = _TMP / "token-signing-key.pem"
+    signing_key.write_bytes(KeyPair().pem())
+    clients = _TMP / "backend-clients.json"
+    registered = [
+        {"client_id": "partner-backpath", "jwks": {"keys": [backend_client_key.public_jwk]}, "scope": "system/*.rs system/Observation.c"},
+    ]
+    clients.write_text(json.dumps({"clients": registered}))
+    return replace(
+        settings,
+        base_url=AUDIENCE,
+        dev_mode=False,
+        audit=True,
+        auth_issuer=issuer.name,
+        auth_jwks_file=issuer.jwks_file,
+        token_signing_key_file=signing_key,
+        backend_clients_file=clients,
+        cors_origins=("https://app.backpath.test",),
+    )
+
+
+@pytest.fixture(scope="session")
+async def secure_app(secure_settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(secure_settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def secure_client(secure_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The secured app in-process; requests carry no token unless the test adds one."""
+    transport = httpx.ASGITransport(app=secure_app)
+    async with httpx.AsyncClient(transport=transport, base_url=AUDIENCE) as http:
         yield http
 
 

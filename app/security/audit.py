@@ -109,9 +109,11 @@ def audit_events(record: AuditRecord, recorded: str, new_id: Callable[[], str]) 
     when the request touched no patient data (definitions, terminology, directory entries)."""
     by_patient: dict[str | None, list[Touched]] = {}
     for touched in record.touched:
-        patients: list[str | None] = [*sorted(touched.patients or ())] or [None]
-        for patient in patients:
-            by_patient.setdefault(patient, []).append(touched)
+        if touched.patients:
+            for patient in sorted(touched.patients):
+                by_patient.setdefault(patient, []).append(touched)
+        elif touched.type not in NON_PATIENT_TYPES:  # no patient identified, but possibly patient data
+            by_patient.setdefault(None, []).append(touched)
     if not by_patient:
         if not _may_hold_patient_data(record):
             return []

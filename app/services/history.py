@@ -9,7 +9,7 @@ from typing import Any
 from app.fhir.bundles import bundle, history_entry, link
 from app.fhir.models import is_valid_id, require_resource_type
 from app.fhir.outcome import ErrorCategory, FhirError
-from app.security.access import TRUSTED, Access
+from app.security.access import TRUSTED, Access, Limit
 from app.services.context import FhirContext
 from app.services.permissions import visible_stored
 from app.services.stored import format_instant
@@ -47,12 +47,14 @@ async def history(
         elif name == "_after":
             before = _non_negative(name, value)
     async with context.store.reading() as session:
-        if resource_id is not None and resource_type is not None and (
-            not is_valid_id(resource_id) or await session.current(resource_type, resource_id) is None
-        ):
-            raise FhirError(ErrorCategory.NOT_FOUND, f"{resource_type}/{resource_id} is not known")
+        if resource_id is not None and resource_type is not None:
+            current = await session.current(resource_type, resource_id) if is_valid_id(resource_id) else None
+            if current is None:
+                raise FhirError(ErrorCategory.NOT_FOUND, f"{resource_type}/{resource_id} is not known")
+            if not await visible_stored(session, context, access, current):
+                raise FhirError(ErrorCategory.FORBIDDEN, f"{resource_type}/{resource_id} is not in the compartment of the patient the access token is for")
         total: int | None
-        if access.unrestricted:
+        if access.unrestricted or (resource_type is not None and access.limit(permission, resource_type) is Limit.ANY):
             page = await session.history(resource_type, resource_id, since=since, count=count, before_seq=before)
             entries, total = page.entries, page.total
             next_seq = page.entries[-1][0] if page.has_more and page.entries else None
