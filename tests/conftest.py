@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,9 +21,10 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
+from tests import servers
 from tests.tokens import AUDIENCE, Issuer, KeyPair
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = servers.ROOT
 _TMP = Path(tempfile.mkdtemp(prefix="backpath-tests-"))
 
 
@@ -120,47 +117,16 @@ async def secure_client(secure_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]
         yield http
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def live_server(database_url: str) -> Iterator[str]:
-    """A real `backpath serve` process on loopback; yields its base URL."""
-    port = _free_port()
+    """A real `backpath serve` process on loopback (development mode, no audit trail); yields its base URL."""
     url = database_url
     if url.startswith("sqlite"):
         url = f"sqlite+aiosqlite:///{_TMP / 'live.db'}"
-    env = {**os.environ, "DATABASE_URL": url, "BACKPATH_DEV_MODE": "1", "BACKPATH_AUDIT": "0", "BACKPATH_LOG_LEVEL": "WARNING"}
-    log = open(_TMP / f"live-{port}.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-    if process.poll() is not None:
-        log.close()
-        pytest.fail(f"the server did not start: {(_TMP / f'live-{port}.log').read_text()[-2000:]}")
-    yield base
-    process.terminate()
+    env = {"DATABASE_URL": url, "BACKPATH_DEV_MODE": "1", "BACKPATH_AUDIT": "0", "BACKPATH_LOG_LEVEL": "WARNING"}
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        server = servers.start(env, _TMP / "live.log")
+    except RuntimeError as failure:
+        pytest.fail(str(failure))
+    yield server.base
+    server.stop()

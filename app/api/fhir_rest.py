@@ -58,9 +58,16 @@ _PATCH_BODY: dict[str, Any] = {
         },
     }
 }
+_RESOURCE_SCHEMA = {"type": "object", "required": ["resourceType"], "properties": {"resourceType": {"type": "string"}}}
 _FHIR_RESPONSE: dict[int | str, dict[str, Any]] = {
-    "default": {"description": "A FHIR resource, or an OperationOutcome for an error", "content": {"application/fhir+json": {}}}
+    200: {"description": "A FHIR resource or Bundle", "content": {"application/fhir+json": {"schema": _RESOURCE_SCHEMA}}},
+    "default": {
+        "description": "A FHIR resource, or an OperationOutcome for an error",
+        "content": {"application/fhir+json": {"schema": _RESOURCE_SCHEMA}},
+    },
 }
+_DELETE_RESPONSE: dict[int | str, dict[str, Any]] = {204: {"description": "Deleted (no body)"}, **_FHIR_RESPONSE}
+_READ_RESPONSE: dict[int | str, dict[str, Any]] = {304: {"description": "Not modified (If-None-Match)"}, **_FHIR_RESPONSE}
 
 
 def _prefers_strict(request: Request) -> bool:
@@ -212,7 +219,7 @@ async def update_conditionally(
     return _write_response(result, base_url, prefer)
 
 
-@router.delete("/{resource_type}", summary="Conditional delete (criteria in the query)", responses=_FHIR_RESPONSE)
+@router.delete("/{resource_type}", summary="Conditional delete (criteria in the query)", responses=_DELETE_RESPONSE)
 async def delete_conditionally(
     request: Request, resource_type: str, access: RequestAccess, context: Context, prefer: PreferReturn
 ) -> Response:
@@ -234,7 +241,7 @@ async def type_operation(
     return await _operation(request, access, context, operations, settings, operation, resource_type, None)
 
 
-@router.get("/{resource_type}/{resource_id}", summary="Read", responses=_FHIR_RESPONSE)
+@router.get("/{resource_type}/{resource_id}", summary="Read", responses=_READ_RESPONSE)
 async def read(request: Request, resource_type: str, resource_id: str, access: RequestAccess, context: Context) -> Response:
     stored = await resources.read(context, resource_type, resource_id, access)
     if request.headers.get("if-none-match", "").strip() == etag(stored.version):
@@ -276,7 +283,7 @@ async def patch(
     return _write_response(result, base_url, prefer)
 
 
-@router.delete("/{resource_type}/{resource_id}", summary="Delete (logical)", responses=_FHIR_RESPONSE)
+@router.delete("/{resource_type}/{resource_id}", summary="Delete (logical)", responses=_DELETE_RESPONSE)
 async def delete(
     resource_type: str, resource_id: str, access: RequestAccess, context: Context, prefer: PreferReturn, if_match: IfMatch
 ) -> Response:
