@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from app.fhir.models import RESOURCE_TYPES
-from app.security.access import NON_PATIENT_TYPES, Access
+import orjson
 
-__all__ = ["AuditRecord", "Touched", "audit_events", "describe_request"]
+from app.fhir.models import RESOURCE_TYPES, SUBSETTED_TAG
+from app.fhir.search_params import SearchParameterRegistry
+from app.security.access import NON_PATIENT_TYPES, Access
+from app.security.compartment import patients_of
+
+__all__ = ["AuditRecord", "Touched", "audit_events", "describe_request", "touched_by"]
 
 _BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
@@ -72,6 +76,8 @@ class AuditRecord:
     source_address: str | None
     request_id: str
     query: str | None = None  # the raw request of a search, history or operation
+    answer: bytes = b""  # the response body (FHIR JSON) ...
+    location: str | None = None  # ... and Location header: what was touched is read from them
     touched: tuple[Touched, ...] = ()
 
 
@@ -102,6 +108,62 @@ def describe_request(method: str, path: str) -> tuple[str, str | None, str | Non
     if parts[2] == "_history":
         return ("vread" if len(parts) == 4 else "history-instance"), resource_type, parts[1]
     return None
+
+
+def touched_by(registry: SearchParameterRegistry, record: AuditRecord) -> tuple[AuditRecord, tuple[Touched, ...]]:
+    """What the request touched, read from its answer: the resources returned (with their patients
+    when the content shows them), or those the answer reports written (Location, response entries),
+    or else the resource the request addressed. Also the interaction, refined for `POST /`."""
+    answer: Any = None
+    if record.answer[:1] == b"{":
+        try:
+            answer = orjson.loads(record.answer)
+        except orjson.JSONDecodeError:
+            answer = None
+    found: list[Touched] = []
+    kind = answer.get("resourceType") if isinstance(answer, dict) else None
+    if kind == "Bundle":
+        for entry in answer.get("entry") or []:
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and resource.get("resourceType") not in (None, "OperationOutcome"):
+                found.append(_of(registry, resource))
+            elif isinstance(entry, dict) and isinstance(entry.get("response"), dict):
+                found.extend(_located(entry["response"].get("location")))
+        bundle_kind = {"transaction-response": "transaction", "batch-response": "batch"}.get(answer.get("type", ""))
+        if bundle_kind is not None:
+            record = replace(record, interaction=bundle_kind)
+    elif kind == "Parameters":
+        for parameter in answer.get("parameter") or []:
+            if isinstance(parameter, dict) and isinstance(parameter.get("resource"), dict):
+                found.append(_of(registry, parameter["resource"]))
+    elif isinstance(kind, str) and kind != "OperationOutcome":
+        found.append(_of(registry, answer))
+    if not found:
+        found.extend(_located(record.location))
+    if not found and record.resource_type is not None and record.resource_id is not None and record.interaction != "operation":
+        found.append(Touched(record.resource_type, record.resource_id))  # a delete or a refusal: look up whose it is
+    return record, tuple(found)
+
+
+def _of(registry: SearchParameterRegistry, resource: dict[str, Any]) -> Touched:
+    resource_id = resource.get("id")
+    meta: dict[str, Any] = resource["meta"] if isinstance(resource.get("meta"), dict) else {}
+    version = meta.get("versionId") if isinstance(meta.get("versionId"), str) else None
+    subsetted = any(isinstance(t, dict) and t.get("code") == SUBSETTED_TAG["code"] for t in meta.get("tag") or [])
+    if not isinstance(resource_id, str):
+        return Touched(resource["resourceType"], "", None, patients_of(registry, resource))
+    # a _summary/_elements answer may lack the references: the stored version tells whose it is
+    return Touched(resource["resourceType"], resource_id, version, None if subsetted else patients_of(registry, resource))
+
+
+def _located(location: Any) -> list[Touched]:
+    """`Type/id/_history/v` from a Location header or a response entry (absolute or relative)."""
+    if not isinstance(location, str):
+        return []
+    parts = location.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        return [Touched(parts[-4], parts[-3], parts[-1])]
+    return []
 
 
 def audit_events(record: AuditRecord, recorded: str, new_id: Callable[[], str]) -> list[dict[str, Any]]:
