@@ -113,14 +113,16 @@ def describe_request(method: str, path: str) -> tuple[str, str | None, str | Non
 def touched_by(registry: SearchParameterRegistry, record: AuditRecord) -> tuple[AuditRecord, tuple[Touched, ...]]:
     """What the request touched, read from its answer: the resources returned (with their patients
     when the content shows them), or those the answer reports written (Location, response entries),
-    or else the resource the request addressed. Also the interaction, refined for `POST /`."""
+    or else the resource the request addressed; added to what the caller already named in
+    `record.touched` (a route outside the REST API, e.g. a CDS service for `context.patientId`).
+    Also the interaction, refined for `POST /`."""
     answer: Any = None
     if record.answer[:1] == b"{":
         try:
             answer = orjson.loads(record.answer)
         except orjson.JSONDecodeError:
             answer = None
-    found: list[Touched] = []
+    found: list[Touched] = list(record.touched)
     kind = answer.get("resourceType") if isinstance(answer, dict) else None
     if kind == "Bundle":
         for entry in answer.get("entry") or []:
