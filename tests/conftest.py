@@ -117,6 +117,15 @@ async def secure_client(secure_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]
         yield http
 
 
+@pytest.fixture(autouse=True)
+async def _audit_written(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After a test on the secured app, its queued AuditEvents are written, so no later test on the
+    shared database sees them arrive in the middle (the trail writes in the background)."""
+    yield
+    if "secure_app" in request.fixturenames:
+        await request.getfixturevalue("secure_app").state.audit.flush()
+
+
 @pytest.fixture(scope="session")
 def live_server(database_url: str) -> Iterator[str]:
     """A real `backpath serve` process on loopback (development mode, no audit trail); yields its base URL."""
