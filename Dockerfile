@@ -2,7 +2,10 @@
 # BackPath FHIR server image.
 #   docker build -t backpath .
 #   docker run -p 8080:8080 -v backpath-data:/data backpath
-# Production: pass DATABASE_URL=postgresql+asyncpg://user:pass@host:5432/db (and no BACKPATH_DEV_MODE).
+# Production: pass DATABASE_URL=postgresql+asyncpg://user:pass@host:5432/db (and no BACKPATH_DEV_MODE),
+# BACKPATH_BASE_URL, and a token issuer (BACKPATH_AUTH_ISSUER + BACKPATH_AUTH_JWKS_URL, or the built-in
+# token endpoint's BACKPATH_TOKEN_SIGNING_KEY_FILE + BACKPATH_BACKEND_CLIENTS_FILE): without one the
+# server refuses to start (see README, "Security").
 
 # ---- build stage: install into a self-contained venv, so the runtime stage gets no pip/build leftovers
 FROM python:3.11-slim AS build

@@ -9,6 +9,8 @@ from pathlib import Path
 
 __all__ = ["main"]
 
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="backpath")
@@ -23,6 +25,11 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.command == "serve":
         import uvicorn
+
+        from app.config import Settings
+
+        if Settings().dev_mode and args.host not in _LOOPBACK:
+            parser.exit(2, f"backpath: development mode serves without authentication; it listens on 127.0.0.1 only, not {args.host}\n")
 
         uvicorn.run(
             "app.main:create_app",

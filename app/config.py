@@ -21,6 +21,15 @@ def _env_bool(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 def _content_dirs() -> tuple[Path, ...]:
     value = os.environ.get("BACKPATH_CONTENT_DIRS")
     if value is not None:
@@ -38,3 +47,46 @@ class Settings:
     content_dirs: tuple[Path, ...] = field(default_factory=_content_dirs)
     log_level: str = field(default_factory=lambda: os.environ.get("BACKPATH_LOG_LEVEL", "INFO"))
     dev_mode: bool = field(default_factory=lambda: _env_bool("BACKPATH_DEV_MODE", False))
+    # Bearer tokens from an external authorization server (see README, "Security").
+    auth_issuer: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_AUTH_ISSUER") or None)
+    auth_jwks_url: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_AUTH_JWKS_URL") or None)
+    auth_jwks_file: Path | None = field(default_factory=lambda: _env_path("BACKPATH_AUTH_JWKS_FILE"))
+    auth_audience: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_AUTH_AUDIENCE") or None)
+    auth_authorize_url: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_AUTH_AUTHORIZE_URL") or None)
+    auth_token_url: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_AUTH_TOKEN_URL") or None)
+    auth_leeway_seconds: int = field(default_factory=lambda: _env_int("BACKPATH_AUTH_LEEWAY_SECONDS", 30))
+    # The built-in SMART Backend Services token endpoint.
+    token_signing_key_file: Path | None = field(default_factory=lambda: _env_path("BACKPATH_TOKEN_SIGNING_KEY_FILE"))
+    backend_clients_file: Path | None = field(default_factory=lambda: _env_path("BACKPATH_BACKEND_CLIENTS_FILE"))
+    token_lifetime_seconds: int = field(default_factory=lambda: _env_int("BACKPATH_TOKEN_LIFETIME_SECONDS", 300))
+    cors_origins: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_CORS_ORIGINS"))
+    audit: bool = field(default_factory=lambda: _env_bool("BACKPATH_AUDIT", True))
+
+    @property
+    def audience(self) -> str | None:
+        """The `aud` every access token must carry: this server's FHIR base URL unless set."""
+        return self.auth_audience or self.base_url
+
+    @property
+    def token_endpoint_enabled(self) -> bool:
+        return self.token_signing_key_file is not None and self.backend_clients_file is not None
+
+    def problems(self) -> list[str]:
+        """Why this configuration must not serve (empty when it may): production needs an issuer."""
+        if self.dev_mode:
+            return []
+        found = []
+        if not self.auth_issuer and not self.token_endpoint_enabled:
+            found.append(
+                "no token issuer: set BACKPATH_AUTH_ISSUER with BACKPATH_AUTH_JWKS_URL or BACKPATH_AUTH_JWKS_FILE, "
+                "or BACKPATH_TOKEN_SIGNING_KEY_FILE with BACKPATH_BACKEND_CLIENTS_FILE (or BACKPATH_DEV_MODE=1 on 127.0.0.1)"
+            )
+        if self.auth_issuer and not (self.auth_jwks_url or self.auth_jwks_file):
+            found.append("BACKPATH_AUTH_ISSUER needs BACKPATH_AUTH_JWKS_URL or BACKPATH_AUTH_JWKS_FILE")
+        if not self.audience:
+            found.append("no token audience: set BACKPATH_BASE_URL (or BACKPATH_AUTH_AUDIENCE)")
+        if self.token_endpoint_enabled and not self.base_url:
+            found.append("the token endpoint needs BACKPATH_BASE_URL (its own URL is the assertions' audience)")
+        if not self.audit:
+            found.append("BACKPATH_AUDIT=0 is for development mode only")
+        return found

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from app import __version__
-from app.api import fhir_rest, system
+from app.api import fhir_rest, oauth, system
+from app.api.audit import AuditMiddleware
+from app.api.auth import Authenticator
 from app.api.errors import install_error_handlers
+from app.api.keys import FileJwks, JwksSource, StaticJwks, UrlJwks
 from app.api.observability import RequestContextMiddleware, configure_logging
 from app.config import Settings
 from app.content.loader import read_content
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search_params import SearchParameterRegistry, official_search_parameters
+from app.security.backend import ReplayGuard, load_clients, load_signing_key
+from app.services.audit import AuditTrail
 from app.services.capability import capability_statement
 from app.services.content import install_content
 from app.services.context import FhirContext, utc_now_ms
@@ -43,8 +51,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        problems = settings.problems()
+        if problems:
+            log.error("refusing to start", extra={"status": "; ".join(problems)})
+            raise RuntimeError("BackPath will not start: " + "; ".join(problems))
         if settings.dev_mode:
             log.warning("development mode: no authentication; listen on 127.0.0.1 only")
+        exits = AsyncExitStack()
+        http = await exits.enter_async_context(httpx.AsyncClient())
+        _install_auth(app, settings, http)
         engine = create_engine(settings.database_url)
         await migrate.upgrade(engine)
         content = read_content(settings.content_dirs)
@@ -64,10 +79,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.fhir = context
         app.state.operations = operations
         app.state.capability_statement = capability_statement(
-            context, operations, settings.base_url or "", format_instant(utc_now_ms())
+            context, operations, settings.base_url or "", format_instant(utc_now_ms()),
+            None if settings.dev_mode else oauth.smart_security(settings),
         )
+        app.state.audit = AuditTrail(context) if settings.audit else None
         yield
+        if app.state.audit is not None:
+            await app.state.audit.close()
         await engine.dispose()
+        await exits.aclose()
 
     configure_logging(settings.log_level)
     app = FastAPI(
@@ -79,9 +99,44 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.state.authenticator = app.state.token_issuer = app.state.audit = None
+    app.add_middleware(AuditMiddleware)
+    if settings.cors_origins:  # closed unless origins are configured (browsers then refuse cross-origin calls)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "If-Match", "If-None-Match", "If-None-Exist", "Prefer", "X-Request-ID"],
+            expose_headers=["Location", "ETag", "Last-Modified", "X-Request-ID", "WWW-Authenticate"],
+        )
     app.add_middleware(RequestContextMiddleware)
     install_error_handlers(app)
     app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
     app.include_router(system.router)
+    app.include_router(oauth.router)
     app.include_router(fhir_rest.router)
     return app
+
+
+def _install_auth(app: FastAPI, settings: Settings, http: httpx.AsyncClient) -> None:
+    """The trusted issuers (an external one, this server's own token endpoint) and their keys."""
+    issuers: dict[str, JwksSource] = {}
+    if settings.auth_issuer and settings.auth_jwks_url:
+        issuers[settings.auth_issuer] = UrlJwks(settings.auth_jwks_url, http)
+    elif settings.auth_issuer and settings.auth_jwks_file:
+        issuers[settings.auth_issuer] = FileJwks(settings.auth_jwks_file)
+    if settings.token_signing_key_file and settings.backend_clients_file and settings.base_url:
+        key = load_signing_key(settings.token_signing_key_file.read_bytes())
+        issuer = oauth.own_issuer(settings.base_url)
+        issuers[issuer] = StaticJwks([key.public_jwk])
+        app.state.token_issuer = oauth.TokenIssuer(
+            clients=load_clients(json.loads(settings.backend_clients_file.read_text())),
+            key=key,
+            issuer=issuer,
+            audience=settings.audience or settings.base_url,
+            token_url=f"{settings.base_url}/auth/token",
+            lifetime=settings.token_lifetime_seconds,
+            replay=ReplayGuard(),
+        )
+    if not settings.dev_mode:
+        app.state.authenticator = Authenticator(issuers, settings.audience or "", settings.auth_leeway_seconds)

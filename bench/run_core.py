@@ -289,11 +289,18 @@ def run_wrk(
         *script_args,
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    match = re.search(r"^BENCH (\{.*\})$", completed.stdout, re.MULTILINE)
-    if completed.returncode != 0 or match is None:
+    if completed.returncode != 0:
         raise RuntimeError(
             f"wrk failed ({completed.returncode}): {' '.join(command)}\n{completed.stdout}\n{completed.stderr}"
         )
+    return wrk_result(completed.stdout)
+
+
+def wrk_result(output: str) -> WrkResult:
+    """The figures of the BENCH line that bench/wrk/common.lua's done() prints (also used by run_mixed.py)."""
+    match = re.search(r"^BENCH (\{.*\})$", output, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"wrk printed no BENCH line:\n{output}")
     data = json.loads(match.group(1))
     return WrkResult(
         requests=data["requests"],

@@ -8,13 +8,11 @@ identifiers) and asserts on that, never on the store being empty.
 
 from __future__ import annotations
 
+import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -23,8 +21,10 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
+from tests import servers
+from tests.tokens import AUDIENCE, Issuer, KeyPair
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = servers.ROOT
 _TMP = Path(tempfile.mkdtemp(prefix="backpath-tests-"))
 
 
@@ -48,7 +48,9 @@ def shared_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, base_url="http://testserver", max_body_bytes=1024 * 1024)
+    """The shared in-process app: development mode (no tokens) without the audit trail, so the core
+    tests see only their own data; the security tests build their own production-mode apps."""
+    return Settings(database_url=database_url, base_url="http://testserver", max_body_bytes=1024 * 1024, dev_mode=True, audit=False)
 
 
 @pytest.fixture(scope="session")
@@ -65,47 +67,75 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+@pytest.fixture(scope="session")
+def issuer() -> Issuer:
+    """An external authorization server the secured app trusts (its JWKS is a file)."""
+    return Issuer(_TMP / "issuer-jwks.json")
+
+
+@pytest.fixture(scope="session")
+def backend_client_key() -> KeyPair:
+    """The key a registered backend client signs its assertions with (EC P-384, ES384)."""
+    return KeyPair("EC")
+
+
+@pytest.fixture(scope="session")
+def secure_settings(settings: Settings, issuer: Issuer, backend_client_key: KeyPair) -> Settings:
+    """Production mode: tokens required (the external issuer and the built-in token endpoint), audit on."""
+    signing_key = _TMP / "token-signing-key.pem"
+    signing_key.write_bytes(KeyPair().pem())
+    clients = _TMP / "backend-clients.json"
+    registered = [
+        {"client_id": "partner-backpath", "jwks": {"keys": [backend_client_key.public_jwk]}, "scope": "system/*.rs system/Observation.c"},
+    ]
+    clients.write_text(json.dumps({"clients": registered}))
+    return replace(
+        settings,
+        base_url=AUDIENCE,
+        dev_mode=False,
+        audit=True,
+        auth_issuer=issuer.name,
+        auth_jwks_file=issuer.jwks_file,
+        token_signing_key_file=signing_key,
+        backend_clients_file=clients,
+        cors_origins=("https://app.backpath.test",),
+    )
+
+
+@pytest.fixture(scope="session")
+async def secure_app(secure_settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(secure_settings)
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+async def secure_client(secure_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """The secured app in-process; requests carry no token unless the test adds one."""
+    transport = httpx.ASGITransport(app=secure_app)
+    async with httpx.AsyncClient(transport=transport, base_url=AUDIENCE) as http:
+        yield http
+
+
+@pytest.fixture(autouse=True)
+async def _audit_written(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After a test on the secured app, its queued AuditEvents are written, so no later test on the
+    shared database sees them arrive in the middle (the trail writes in the background)."""
+    yield
+    if "secure_app" in request.fixturenames:
+        await request.getfixturevalue("secure_app").state.audit.flush()
 
 
 @pytest.fixture(scope="session")
 def live_server(database_url: str) -> Iterator[str]:
-    """A real `backpath serve` process on loopback; yields its base URL."""
-    port = _free_port()
+    """A real `backpath serve` process on loopback (development mode, no audit trail); yields its base URL."""
     url = database_url
     if url.startswith("sqlite"):
         url = f"sqlite+aiosqlite:///{_TMP / 'live.db'}"
-    env = {**os.environ, "DATABASE_URL": url, "BACKPATH_DEV_MODE": "1", "BACKPATH_LOG_LEVEL": "WARNING"}
-    log = open(_TMP / f"live-{port}.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-    if process.poll() is not None:
-        log.close()
-        pytest.fail(f"the server did not start: {(_TMP / f'live-{port}.log').read_text()[-2000:]}")
-    yield base
-    process.terminate()
+    env = {"DATABASE_URL": url, "BACKPATH_DEV_MODE": "1", "BACKPATH_AUDIT": "0", "BACKPATH_LOG_LEVEL": "WARNING"}
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        server = servers.start(env, _TMP / "live.log")
+    except RuntimeError as failure:
+        pytest.fail(str(failure))
+    yield server.base
+    server.stop()

@@ -14,7 +14,7 @@ from app.api.media import FhirResponse
 from app.api.observability import current_request_id
 from app.fhir.outcome import ErrorCategory, FhirError
 
-__all__ = ["install_error_handlers", "outcome_response"]
+__all__ = ["BearerChallenge", "install_error_handlers", "outcome_response"]
 
 log = logging.getLogger("backpath.errors")
 
@@ -30,8 +30,28 @@ _HTTP_CATEGORIES = {
 }
 
 
+_REALM = 'Bearer realm="BackPath"'
+
+
+class BearerChallenge(FhirError):
+    """401 with the RFC 6750 challenge: no `error` for a request without a token, `invalid_token`
+    (and a description that never repeats the token) for a token that does not check out."""
+
+    def __init__(self, diagnostics: str, invalid_token: bool) -> None:
+        super().__init__(ErrorCategory.UNAUTHORIZED, diagnostics)
+        self.invalid_token = invalid_token
+
+
 def outcome_response(error: FhirError) -> Response:
-    return FhirResponse(error.outcome(), status_code=error.status)
+    response = FhirResponse(error.outcome(), status_code=error.status)
+    if isinstance(error, BearerChallenge) and error.invalid_token:
+        description = error.diagnostics.replace('"', "'")
+        response.headers["WWW-Authenticate"] = f'{_REALM}, error="invalid_token", error_description="{description}"'
+    elif error.status == 401:
+        response.headers["WWW-Authenticate"] = _REALM
+    elif error.status == 403:  # every 403 comes from the access rules: the token's scopes fall short
+        response.headers["WWW-Authenticate"] = f'{_REALM}, error="insufficient_scope"'
+    return response
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.api.auth import RequestAccess
 from app.api.deps import AppSettings, BaseUrl, Context, IfMatch, Negotiated, Operations, PreferReturn
 from app.api.media import FhirResponse, read_json_body
 from app.config import Settings
@@ -57,9 +58,16 @@ _PATCH_BODY: dict[str, Any] = {
         },
     }
 }
+_RESOURCE_SCHEMA = {"type": "object", "required": ["resourceType"], "properties": {"resourceType": {"type": "string"}}}
 _FHIR_RESPONSE: dict[int | str, dict[str, Any]] = {
-    "default": {"description": "A FHIR resource, or an OperationOutcome for an error", "content": {"application/fhir+json": {}}}
+    200: {"description": "A FHIR resource or Bundle", "content": {"application/fhir+json": {"schema": _RESOURCE_SCHEMA}}},
+    "default": {
+        "description": "A FHIR resource, or an OperationOutcome for an error",
+        "content": {"application/fhir+json": {"schema": _RESOURCE_SCHEMA}},
+    },
 }
+_DELETE_RESPONSE: dict[int | str, dict[str, Any]] = {204: {"description": "Deleted (no body)"}, **_FHIR_RESPONSE}
+_READ_RESPONSE: dict[int | str, dict[str, Any]] = {304: {"description": "Not modified (If-None-Match)"}, **_FHIR_RESPONSE}
 
 
 def _prefers_strict(request: Request) -> bool:
@@ -109,41 +117,56 @@ async def capabilities(request: Request) -> Response:
 
 
 @router.post("/", summary="Batch or transaction Bundle", openapi_extra=_RESOURCE_BODY, responses=_FHIR_RESPONSE)
-async def batch_or_transaction(request: Request, context: Context, settings: AppSettings, base_url: BaseUrl, prefer: PreferReturn) -> Response:
+async def batch_or_transaction(
+    request: Request, access: RequestAccess, context: Context, settings: AppSettings, base_url: BaseUrl, prefer: PreferReturn
+) -> Response:
     body = await read_json_body(request, settings.max_body_bytes)
-    result = await transactions.process_bundle(context, base_url, body, return_resources=prefer == "representation")
+    result = await transactions.process_bundle(context, base_url, body, return_resources=prefer == "representation", access=access)
     return FhirResponse(result)
 
 
 @router.get("/_history", summary="System history", responses=_FHIR_RESPONSE)
-async def system_history(request: Request, context: Context, base_url: BaseUrl) -> Response:
-    return FhirResponse(await history_service.history(context, base_url, None, None, request.query_params.multi_items()))
+async def system_history(request: Request, access: RequestAccess, context: Context, base_url: BaseUrl) -> Response:
+    return FhirResponse(await history_service.history(context, base_url, None, None, request.query_params.multi_items(), access))
 
 
 async def _operation(
-    request: Request, context: Context, operations: Operations, settings: Settings, name: str, resource_type: str | None, resource_id: str | None
+    request: Request,
+    access: RequestAccess,
+    context: Context,
+    operations: Operations,
+    settings: Settings,
+    name: str,
+    resource_type: str | None,
+    resource_id: str | None,
 ) -> Response:
-    operation = operations.find(name, resource_type, resource_id is not None)
+    operations.find(name, resource_type, resource_id is not None)  # 404 before the body is read
     body = await read_json_body(request, settings.max_body_bytes) if request.method == "POST" else None
     call = OperationCall(name, resource_type, resource_id, request.method, body, request.query_params.multi_items())
-    result = await operation.handler(context, call)
+    result = await operations.invoke(context, call, access)
     return FhirResponse(result.resource, result.status)
 
 
 @router.get("/${operation}", summary="System-level operation", responses=_FHIR_RESPONSE, operation_id="system_operation_get")
 @router.post("/${operation}", summary="System-level operation", responses=_FHIR_RESPONSE, operation_id="system_operation_post")
-async def system_operation(request: Request, operation: str, context: Context, operations: Operations, settings: AppSettings) -> Response:
-    return await _operation(request, context, operations, settings, operation, None, None)
+async def system_operation(
+    request: Request, operation: str, access: RequestAccess, context: Context, operations: Operations, settings: AppSettings
+) -> Response:
+    return await _operation(request, access, context, operations, settings, operation, None, None)
 
 
 @router.get("/{resource_type}", summary="Search", responses=_FHIR_RESPONSE)
-async def search(request: Request, resource_type: str, context: Context, base_url: BaseUrl) -> Response:
+async def search(request: Request, resource_type: str, access: RequestAccess, context: Context, base_url: BaseUrl) -> Response:
     params = request.query_params.multi_items()
-    return FhirResponse(await search_service.search(context, base_url, resource_type, params, strict=_prefers_strict(request)))
+    return FhirResponse(
+        await search_service.search(context, base_url, resource_type, params, strict=_prefers_strict(request), access=access)
+    )
 
 
 @router.post("/{resource_type}/_search", summary="Search with parameters in a form body", responses=_FHIR_RESPONSE)
-async def search_by_post(request: Request, resource_type: str, context: Context, base_url: BaseUrl, settings: AppSettings) -> Response:
+async def search_by_post(
+    request: Request, resource_type: str, access: RequestAccess, context: Context, base_url: BaseUrl, settings: AppSettings
+) -> Response:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     form: list[tuple[str, str]] = []
     if content_type in _FORM:
@@ -154,49 +177,73 @@ async def search_by_post(request: Request, resource_type: str, context: Context,
     elif content_type:
         await read_json_body(request, settings.max_body_bytes, _FORM)
     params = [*request.query_params.multi_items(), *form]
-    return FhirResponse(await search_service.search(context, base_url, resource_type, params, strict=_prefers_strict(request)))
+    return FhirResponse(
+        await search_service.search(context, base_url, resource_type, params, strict=_prefers_strict(request), access=access)
+    )
 
 
 @router.get("/{resource_type}/_history", summary="Type history", responses=_FHIR_RESPONSE)
-async def type_history(request: Request, resource_type: str, context: Context, base_url: BaseUrl) -> Response:
-    return FhirResponse(await history_service.history(context, base_url, resource_type, None, request.query_params.multi_items()))
+async def type_history(request: Request, resource_type: str, access: RequestAccess, context: Context, base_url: BaseUrl) -> Response:
+    params = request.query_params.multi_items()
+    return FhirResponse(await history_service.history(context, base_url, resource_type, None, params, access))
 
 
 @router.post("/{resource_type}", summary="Create (If-None-Exist for conditional create)", openapi_extra=_RESOURCE_BODY, responses=_FHIR_RESPONSE)
 async def create(
-    request: Request, resource_type: str, context: Context, settings: AppSettings, base_url: BaseUrl, prefer: PreferReturn
+    request: Request,
+    resource_type: str,
+    access: RequestAccess,
+    context: Context,
+    settings: AppSettings,
+    base_url: BaseUrl,
+    prefer: PreferReturn,
 ) -> Response:
     body = await read_json_body(request, settings.max_body_bytes)
-    result = await resources.create(context, resource_type, body, request.headers.get("if-none-exist"))
+    result = await resources.create(context, resource_type, body, request.headers.get("if-none-exist"), access)
     return _write_response(result, base_url, prefer)
 
 
 @router.put("/{resource_type}", summary="Conditional update (criteria in the query)", openapi_extra=_RESOURCE_BODY, responses=_FHIR_RESPONSE)
 async def update_conditionally(
-    request: Request, resource_type: str, context: Context, settings: AppSettings, base_url: BaseUrl, prefer: PreferReturn, if_match: IfMatch
+    request: Request,
+    resource_type: str,
+    access: RequestAccess,
+    context: Context,
+    settings: AppSettings,
+    base_url: BaseUrl,
+    prefer: PreferReturn,
+    if_match: IfMatch,
 ) -> Response:
     body = await read_json_body(request, settings.max_body_bytes)
-    result = await resources.update_conditionally(context, resource_type, request.url.query, body, if_match)
+    result = await resources.update_conditionally(context, resource_type, request.url.query, body, if_match, access)
     return _write_response(result, base_url, prefer)
 
 
-@router.delete("/{resource_type}", summary="Conditional delete (criteria in the query)", responses=_FHIR_RESPONSE)
-async def delete_conditionally(request: Request, resource_type: str, context: Context, prefer: PreferReturn) -> Response:
-    await resources.conditional_delete(context, resource_type, request.url.query)
+@router.delete("/{resource_type}", summary="Conditional delete (criteria in the query)", responses=_DELETE_RESPONSE)
+async def delete_conditionally(
+    request: Request, resource_type: str, access: RequestAccess, context: Context, prefer: PreferReturn
+) -> Response:
+    await resources.conditional_delete(context, resource_type, request.url.query, access)
     return _deleted_response(prefer)
 
 
 @router.get("/{resource_type}/${operation}", summary="Type-level operation", responses=_FHIR_RESPONSE, operation_id="type_operation_get")
 @router.post("/{resource_type}/${operation}", summary="Type-level operation", responses=_FHIR_RESPONSE, operation_id="type_operation_post")
 async def type_operation(
-    request: Request, resource_type: str, operation: str, context: Context, operations: Operations, settings: AppSettings
+    request: Request,
+    resource_type: str,
+    operation: str,
+    access: RequestAccess,
+    context: Context,
+    operations: Operations,
+    settings: AppSettings,
 ) -> Response:
-    return await _operation(request, context, operations, settings, operation, resource_type, None)
+    return await _operation(request, access, context, operations, settings, operation, resource_type, None)
 
 
-@router.get("/{resource_type}/{resource_id}", summary="Read", responses=_FHIR_RESPONSE)
-async def read(request: Request, resource_type: str, resource_id: str, context: Context) -> Response:
-    stored = await resources.read(context, resource_type, resource_id)
+@router.get("/{resource_type}/{resource_id}", summary="Read", responses=_READ_RESPONSE)
+async def read(request: Request, resource_type: str, resource_id: str, access: RequestAccess, context: Context) -> Response:
+    stored = await resources.read(context, resource_type, resource_id, access)
     if request.headers.get("if-none-match", "").strip() == etag(stored.version):
         return Response(status_code=304, headers=_version_headers(stored))
     return _read_response(request, stored)
@@ -207,6 +254,7 @@ async def update(
     request: Request,
     resource_type: str,
     resource_id: str,
+    access: RequestAccess,
     context: Context,
     settings: AppSettings,
     base_url: BaseUrl,
@@ -214,7 +262,7 @@ async def update(
     if_match: IfMatch,
 ) -> Response:
     body = await read_json_body(request, settings.max_body_bytes)
-    result = await resources.update(context, resource_type, resource_id, body, if_match)
+    result = await resources.update(context, resource_type, resource_id, body, if_match, access)
     return _write_response(result, base_url, prefer)
 
 
@@ -223,6 +271,7 @@ async def patch(
     request: Request,
     resource_type: str,
     resource_id: str,
+    access: RequestAccess,
     context: Context,
     settings: AppSettings,
     base_url: BaseUrl,
@@ -230,13 +279,15 @@ async def patch(
     if_match: IfMatch,
 ) -> Response:
     operations = await read_json_body(request, settings.max_body_bytes, _JSON_PATCH)
-    result = await resources.patch(context, resource_type, resource_id, operations, if_match)
+    result = await resources.patch(context, resource_type, resource_id, operations, if_match, access)
     return _write_response(result, base_url, prefer)
 
 
-@router.delete("/{resource_type}/{resource_id}", summary="Delete (logical)", responses=_FHIR_RESPONSE)
-async def delete(resource_type: str, resource_id: str, context: Context, prefer: PreferReturn, if_match: IfMatch) -> Response:
-    await resources.delete(context, resource_type, resource_id, if_match)
+@router.delete("/{resource_type}/{resource_id}", summary="Delete (logical)", responses=_DELETE_RESPONSE)
+async def delete(
+    resource_type: str, resource_id: str, access: RequestAccess, context: Context, prefer: PreferReturn, if_match: IfMatch
+) -> Response:
+    await resources.delete(context, resource_type, resource_id, if_match, access)
     return _deleted_response(prefer)
 
 
@@ -253,28 +304,45 @@ async def delete(resource_type: str, resource_id: str, context: Context, prefer:
     operation_id="instance_operation_post",
 )
 async def instance_operation(
-    request: Request, resource_type: str, resource_id: str, operation: str, context: Context, operations: Operations, settings: AppSettings
+    request: Request,
+    resource_type: str,
+    resource_id: str,
+    operation: str,
+    access: RequestAccess,
+    context: Context,
+    operations: Operations,
+    settings: AppSettings,
 ) -> Response:
-    return await _operation(request, context, operations, settings, operation, resource_type, resource_id)
+    return await _operation(request, access, context, operations, settings, operation, resource_type, resource_id)
 
 
 @router.get("/{resource_type}/{resource_id}/_history", summary="Instance history", responses=_FHIR_RESPONSE)
-async def instance_history(request: Request, resource_type: str, resource_id: str, context: Context, base_url: BaseUrl) -> Response:
+async def instance_history(
+    request: Request, resource_type: str, resource_id: str, access: RequestAccess, context: Context, base_url: BaseUrl
+) -> Response:
     params = request.query_params.multi_items()
-    return FhirResponse(await history_service.history(context, base_url, resource_type, resource_id, params))
+    return FhirResponse(await history_service.history(context, base_url, resource_type, resource_id, params, access))
 
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}", summary="Version read (vread)", responses=_FHIR_RESPONSE)
-async def vread(request: Request, resource_type: str, resource_id: str, version_id: str, context: Context) -> Response:
-    return _read_response(request, await resources.vread(context, resource_type, resource_id, version_id))
+async def vread(
+    request: Request, resource_type: str, resource_id: str, version_id: str, access: RequestAccess, context: Context
+) -> Response:
+    return _read_response(request, await resources.vread(context, resource_type, resource_id, version_id, access))
 
 
 @router.get("/{compartment}/{compartment_id}/{resource_type}", summary="Compartment search (Patient)", responses=_FHIR_RESPONSE)
 async def compartment_search(
-    request: Request, compartment: str, compartment_id: str, resource_type: str, context: Context, base_url: BaseUrl
+    request: Request,
+    compartment: str,
+    compartment_id: str,
+    resource_type: str,
+    access: RequestAccess,
+    context: Context,
+    base_url: BaseUrl,
 ) -> Response:
     params = request.query_params.multi_items()
     found = await search_service.search_compartment(
-        context, base_url, compartment, compartment_id, resource_type, params, strict=_prefers_strict(request)
+        context, base_url, compartment, compartment_id, resource_type, params, strict=_prefers_strict(request), access=access
     )
     return FhirResponse(found)

@@ -56,12 +56,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+# Libraries that log SQL parameters or URLs (which hold names and national ids) at DEBUG/INFO.
+_QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "sqlalchemy", "alembic", "httpx", "httpcore")
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    for name in _QUIET_LIBRARIES:  # never below WARNING, whatever the service's own level
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 class RequestContextMiddleware:

@@ -69,8 +69,9 @@ class TokenValue:
 class Criterion:
     """One parameter occurrence: the values are ORed; criteria of a query are ANDed.
 
-    `kind` is the parameter type, or "id", "chain" (values: inner criteria on `target_types`) and
-    "has" (values: the inner criterion on `source_type` whose `param` points back here).
+    `kind` is the parameter type, or "id", "chain" (values: inner criteria on `target_types`),
+    "has" (values: the inner criterion on `source_type` whose `param` points back here), and "or" /
+    "and" (values: criteria; built by the server for compartments, never parsed from a request).
     """
 
     kind: str

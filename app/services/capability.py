@@ -18,13 +18,18 @@ __all__ = ["capability_statement"]
 _TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
 
 
-def capability_statement(context: FhirContext, operations: OperationRegistry, base_url: str, published: str) -> dict[str, Any]:
+def capability_statement(
+    context: FhirContext, operations: OperationRegistry, base_url: str, published: str, security: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The CapabilityStatement; `security` is the `rest.security` section (none in development mode)."""
     resources = [_resource(context, operations, resource_type) for resource_type in sorted(RESOURCE_TYPES)]
     rest: dict[str, Any] = {
         "mode": "server",
         "resource": resources,
         "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
     }
+    if security is not None:
+        rest["security"] = security
     system_ops = operations.system_operations()
     if system_ops:
         rest["operation"] = [{"name": op.code, "definition": op.definition} for op in system_ops]

@@ -1,7 +1,11 @@
 """Operations as data: each entry names its code, definition, levels and the use case that runs it.
 
 The router dispatches `$name` through this registry and the CapabilityStatement is generated from
-it, so an operation is advertised exactly when it can be called.
+it, so an operation is advertised exactly when it can be called. Access is checked here from the
+entry, so a new operation is covered without code of its own: the caller needs `r` on the type it
+is invoked on (and `c` + `u` when it affects state); on an instance, the instance must be readable;
+with a token for one patient, every parameter named in `patient_parameters` must name that patient,
+and every patient-data resource in the result must be in that patient's compartment.
 """
 
 from __future__ import annotations
@@ -10,7 +14,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from app.fhir.models import RESOURCE_TYPES
 from app.fhir.outcome import ErrorCategory, FhirError
+from app.security.access import AUDIT_TYPES, NON_PATIENT_TYPES, TRUSTED, Access, Limit
+from app.security.compartment import resources_in, visible
+from app.services import resources
 from app.services.context import FhirContext
 
 __all__ = ["Operation", "OperationCall", "OperationRegistry", "OperationResult"]
@@ -48,7 +56,13 @@ class Operation:
     affects_state: bool
     handler: Handler
     documentation: str = ""
+    # Parameters that name the patient the operation works on (e.g. $apply's `subject`): with a
+    # token for one patient they must name that patient. Add a name here when an operation has another.
+    patient_parameters: tuple[str, ...] = ("subject", "patient")
 
+    @property
+    def permissions(self) -> str:
+        return "rcu" if self.affects_state else "r"
 
     def callable_at(self, resource_type: str | None, instance: bool) -> bool:
         """Whether this operation can be invoked on `resource_type` (None: the system) at that level."""
@@ -74,6 +88,27 @@ class OperationRegistry:
         where = f"{resource_type}{'/[id]' if instance else ''}" if resource_type else "the system"
         raise FhirError(ErrorCategory.NOT_FOUND, f"There is no operation ${code} on {where}")
 
+    async def invoke(self, context: FhirContext, call: OperationCall, access: Access = TRUSTED) -> OperationResult:
+        """Run the operation `call` names, held to `access` as the module docstring says."""
+        operation = self.find(call.name, call.resource_type, call.resource_id is not None)
+        if access.unrestricted:
+            return await operation.handler(context, call)
+        for permission in operation.permissions:
+            if call.resource_type is None:
+                _require_everywhere(access, permission, call.name)
+            else:
+                access.require(permission, call.resource_type)
+        if call.resource_id is not None and call.resource_type is not None:
+            await resources.read(context, call.resource_type, call.resource_id, access)
+        if access.restricted_to_patient:
+            _require_own_patient(access, operation, call)
+        result = await operation.handler(context, call)
+        for resource in resources_in(result.resource):
+            holds_patient_data = resource["resourceType"] not in (*_CONTAINERS, *NON_PATIENT_TYPES)
+            if holds_patient_data and not visible(context.search_parameters, access, resource):
+                raise FhirError(ErrorCategory.FORBIDDEN, f"The result of ${call.name} holds {resource['resourceType']} data the access token may not read")
+        return result
+
     def for_type(self, resource_type: str) -> list[Operation]:
         return [
             op
@@ -83,3 +118,27 @@ class OperationRegistry:
 
     def system_operations(self) -> list[Operation]:
         return [op for op in self.operations if op.system_level]
+
+
+_CONTAINERS = ("Bundle", "Parameters", "OperationOutcome")
+
+
+def _require_everywhere(access: Access, permission: str, name: str) -> None:
+    """A system-level operation may touch any type: it needs the permission on every one."""
+    if any(access.limit(permission, t) is not Limit.ANY for t in RESOURCE_TYPES - AUDIT_TYPES):
+        raise FhirError(ErrorCategory.FORBIDDEN, f"${name} at system level needs a user/ or system/ scope on every resource type")
+
+
+def _require_own_patient(access: Access, operation: Operation, call: OperationCall) -> None:
+    """Every value of a patient parameter (query or Parameters body) names the token's patient."""
+    values = [value for name, value in call.query if name in operation.patient_parameters]
+    body = call.body
+    if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+        for parameter in body.get("parameter") or []:
+            if isinstance(parameter, dict) and parameter.get("name") in operation.patient_parameters:
+                reference = parameter.get("valueReference")
+                values.append(reference.get("reference", "") if isinstance(reference, dict) else str(parameter.get("valueString", "")))
+    allowed = {f"Patient/{access.patient}", str(access.patient)}
+    for value in values:
+        if value not in allowed:
+            raise FhirError(ErrorCategory.FORBIDDEN, f"${call.name} may only be called for the patient the access token is for")

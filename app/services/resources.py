@@ -1,7 +1,8 @@
 """The instance and type interactions of the FHIR REST API: read, vread, create, update, patch, delete.
 
 Spec: https://hl7.org/fhir/R4/http.html. Each interaction has an `*_in` form that works inside a
-caller's transaction (used by transaction Bundles) and a form that opens its own.
+caller's transaction (used by transaction Bundles) and a form that opens its own. `access` is the
+caller's (the API passes the request's); the default is the server itself, for internal use.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ import orjson
 from app.fhir.models import is_valid_id, require_resource_type, validate_resource
 from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.fhir.search_query import SearchQuery, parse_search
+from app.security.access import TRUSTED, Access
+from app.security.compartment import restrict_search
 from app.services.context import FhirContext
+from app.services.permissions import check_resource, check_stored, refuse_immutable
 from app.services.stored import same_content, versioned
 from app.storage.repository import Create, Delete, StoredVersion, StoreSession, Update
 
@@ -56,9 +60,12 @@ def _require_id(resource_id: str) -> str:
     return resource_id
 
 
-async def read(context: FhirContext, resource_type: str, resource_id: str) -> StoredVersion:
+async def read(context: FhirContext, resource_type: str, resource_id: str, access: Access = TRUSTED) -> StoredVersion:
+    access.require("r", resource_type)
     async with context.store.reading() as session:
-        return await read_in(session, resource_type, resource_id)
+        stored = await read_in(session, resource_type, resource_id)
+    check_stored(context, access, stored, "r")
+    return stored
 
 
 async def read_in(session: StoreSession, resource_type: str, resource_id: str) -> StoredVersion:
@@ -72,9 +79,12 @@ async def read_in(session: StoreSession, resource_type: str, resource_id: str) -
     return stored
 
 
-async def vread(context: FhirContext, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
+async def vread(
+    context: FhirContext, resource_type: str, resource_id: str, version_id: str, access: Access = TRUSTED
+) -> StoredVersion:
     """One version; 404 when that version never existed, 410 when it is a deletion."""
     require_resource_type(resource_type)
+    access.require("r", resource_type)
     if not version_id.isdigit():
         raise FhirError(ErrorCategory.NOT_FOUND, f"{resource_type}/{resource_id} has no version '{version_id}'")
     async with context.store.reading() as session:
@@ -83,14 +93,15 @@ async def vread(context: FhirContext, resource_type: str, resource_id: str, vers
         raise FhirError(ErrorCategory.NOT_FOUND, f"{resource_type}/{resource_id} has no version {version_id}")
     if stored.deleted:
         raise FhirError(ErrorCategory.GONE, f"Version {version_id} of {resource_type}/{resource_id} is a deletion")
+    check_stored(context, access, stored, "r")
     return stored
 
 
 async def create(
-    context: FhirContext, resource_type: str, body: Any, if_none_exist: str | None = None
+    context: FhirContext, resource_type: str, body: Any, if_none_exist: str | None = None, access: Access = TRUSTED
 ) -> WriteResult:
     async with context.store.writing() as session:
-        return await create_in(session, context, resource_type, body, if_none_exist)
+        return await create_in(session, context, resource_type, body, if_none_exist, access=access)
 
 
 async def create_in(
@@ -100,6 +111,7 @@ async def create_in(
     body: Any,
     if_none_exist: str | None = None,
     resource_id: str | None = None,
+    access: Access = TRUSTED,
 ) -> WriteResult:
     """Create with a server-assigned id (any id in the body is ignored, as the spec says).
 
@@ -107,9 +119,10 @@ async def create_in(
     A transaction passes the `resource_id` it assigned up front so references can point to it.
     """
     require_resource_type(resource_type)
+    access.require("c", resource_type)
     resource = validate_resource(body, resource_type)
     if if_none_exist:
-        query = conditional_query(context, resource_type, if_none_exist)
+        query = conditional_query(context, resource_type, if_none_exist, access, "c")
         await session.lock(f"{resource_type}?{if_none_exist}")
         matches = await _matches(session, query)
         if len(matches) == 1:
@@ -117,6 +130,7 @@ async def create_in(
         if len(matches) > 1:
             raise FhirError(ErrorCategory.MULTIPLE_MATCHES, f"If-None-Exist matches {len(matches)} resources")
     resource_id = resource_id or context.new_id()
+    check_resource(context, access, {**resource, "id": resource_id}, "c")
     hooked = await context.run_write_hooks(session, {**resource, "id": resource_id}, None)
     now = context.clock()
     content, index = versioned(context, hooked.resource, resource_id, 1, now)
@@ -126,10 +140,10 @@ async def create_in(
 
 
 async def update(
-    context: FhirContext, resource_type: str, resource_id: str, body: Any, if_match: int | None = None
+    context: FhirContext, resource_type: str, resource_id: str, body: Any, if_match: int | None = None, access: Access = TRUSTED
 ) -> WriteResult:
     async with context.store.writing() as session:
-        return await update_in(session, context, resource_type, resource_id, body, if_match)
+        return await update_in(session, context, resource_type, resource_id, body, if_match, access=access)
 
 
 async def update_in(
@@ -140,6 +154,7 @@ async def update_in(
     body: Any,
     if_match: int | None = None,
     method: str = "PUT",
+    access: Access = TRUSTED,
 ) -> WriteResult:
     """Replace the resource (or create it with this id); `if_match` guards against a stale version.
 
@@ -148,6 +163,7 @@ async def update_in(
     """
     require_resource_type(resource_type)
     _require_id(resource_id)
+    access.require("u", resource_type)
     resource = validate_resource(body, resource_type)
     if resource.get("id") != resource_id:
         raise FhirError(
@@ -156,13 +172,19 @@ async def update_in(
             ("id",),
         )
     current = await session.current(resource_type, resource_id)
+    live = current if current is not None and not current.deleted else None
+    if live is not None:
+        check_stored(context, access, live, "u")
+    check_resource(context, access, resource, "u")
     current_version = current.version if current is not None else 0
     _check_if_match(if_match, current_version, resource_type, resource_id)
-    hooked = await context.run_write_hooks(session, resource, current if current is not None and not current.deleted else None)
+    hooked = await context.run_write_hooks(session, resource, live)
     resource = hooked.resource
-    if current is not None and not current.deleted and same_content(current.content, resource):
+    if live is not None and same_content(live.content, resource):
         # no new version for an identical body
-        return WriteResult(current, created=False, changed=False, issues=hooked.issues)
+        return WriteResult(live, created=False, changed=False, issues=hooked.issues)
+    if live is not None:
+        refuse_immutable(resource_type, "update")
     now = context.clock()
     version = current_version + 1
     content, index = versioned(context, resource, resource_id, version, now)
@@ -172,10 +194,10 @@ async def update_in(
 
 
 async def update_conditionally(
-    context: FhirContext, resource_type: str, criteria: str, body: Any, if_match: int | None = None
+    context: FhirContext, resource_type: str, criteria: str, body: Any, if_match: int | None = None, access: Access = TRUSTED
 ) -> WriteResult:
     async with context.store.writing() as session:
-        return await update_conditionally_in(session, context, resource_type, criteria, body, if_match)
+        return await update_conditionally_in(session, context, resource_type, criteria, body, if_match, access=access)
 
 
 async def update_conditionally_in(
@@ -185,10 +207,11 @@ async def update_conditionally_in(
     criteria: str,
     body: Any,
     if_match: int | None = None,
+    access: Access = TRUSTED,
 ) -> WriteResult:
     """PUT Type?criteria: update the one match, create when none, 412 when several."""
     require_resource_type(resource_type)
-    query = conditional_query(context, resource_type, criteria)
+    query = conditional_query(context, resource_type, criteria, access, "u")
     await session.lock(f"{resource_type}?{criteria}")
     matches = await _matches(session, query)
     if len(matches) > 1:
@@ -200,14 +223,14 @@ async def update_conditionally_in(
             raise FhirError(ErrorCategory.MALFORMED, "The resource id does not match the resource the criteria found")
     else:
         target = resource.get("id") or context.new_id()
-    return await update_in(session, context, resource_type, target, {**resource, "id": target}, if_match)
+    return await update_in(session, context, resource_type, target, {**resource, "id": target}, if_match, access=access)
 
 
 async def patch(
-    context: FhirContext, resource_type: str, resource_id: str, operations: Any, if_match: int | None = None
+    context: FhirContext, resource_type: str, resource_id: str, operations: Any, if_match: int | None = None, access: Access = TRUSTED
 ) -> WriteResult:
     async with context.store.writing() as session:
-        return await patch_in(session, context, resource_type, resource_id, operations, if_match)
+        return await patch_in(session, context, resource_type, resource_id, operations, if_match, access=access)
 
 
 async def patch_in(
@@ -217,9 +240,13 @@ async def patch_in(
     resource_id: str,
     operations: Any,
     if_match: int | None = None,
+    access: Access = TRUSTED,
 ) -> WriteResult:
     """Apply a JSON Patch (RFC 6902) to the current version and store the result as a new version."""
+    refuse_immutable(resource_type, "patch")
+    access.require("u", resource_type)
     current = await read_in(session, resource_type, resource_id)
+    check_stored(context, access, current, "u")
     _check_if_match(if_match, current.version, resource_type, resource_id)
     if not isinstance(operations, list):
         raise FhirError(ErrorCategory.MALFORMED, "A JSON Patch body is an array of operations")
@@ -229,14 +256,14 @@ async def patch_in(
         raise FhirError(ErrorCategory.INVALID_RESOURCE, f"The patch cannot be applied: {error}") from None
     if not isinstance(patched, dict) or patched.get("resourceType") != resource_type or patched.get("id") != resource_id:
         raise FhirError(ErrorCategory.INVALID_RESOURCE, "A patch may not change the resource type or id")
-    return await update_in(session, context, resource_type, resource_id, patched, current.version, method="PATCH")
+    return await update_in(session, context, resource_type, resource_id, patched, current.version, method="PATCH", access=access)
 
 
 async def delete(
-    context: FhirContext, resource_type: str, resource_id: str, if_match: int | None = None
+    context: FhirContext, resource_type: str, resource_id: str, if_match: int | None = None, access: Access = TRUSTED
 ) -> StoredVersion | None:
     async with context.store.writing() as session:
-        return await delete_in(session, context, resource_type, resource_id, if_match)
+        return await delete_in(session, context, resource_type, resource_id, if_match, access=access)
 
 
 async def delete_in(
@@ -245,44 +272,51 @@ async def delete_in(
     resource_type: str,
     resource_id: str,
     if_match: int | None = None,
+    access: Access = TRUSTED,
 ) -> StoredVersion | None:
     """Logical delete: a new version marks it deleted; deleting again or an unknown id changes nothing."""
     require_resource_type(resource_type)
+    refuse_immutable(resource_type, "delete")
+    access.require("d", resource_type)
     current = await session.current(resource_type, _require_id(resource_id))
     if current is None or current.deleted:
         return None
+    check_stored(context, access, current, "d")
     _check_if_match(if_match, current.version, resource_type, resource_id)
     now = context.clock()
     await session.apply(Delete(resource_type, resource_id, current.version, now))
     return StoredVersion(resource_type, resource_id, current.version + 1, now, True, None, "DELETE")
 
 
-async def conditional_delete(context: FhirContext, resource_type: str, criteria: str) -> StoredVersion | None:
+async def conditional_delete(context: FhirContext, resource_type: str, criteria: str, access: Access = TRUSTED) -> StoredVersion | None:
     async with context.store.writing() as session:
-        return await conditional_delete_in(session, context, resource_type, criteria)
+        return await conditional_delete_in(session, context, resource_type, criteria, access=access)
 
 
 async def conditional_delete_in(
-    session: StoreSession, context: FhirContext, resource_type: str, criteria: str
+    session: StoreSession, context: FhirContext, resource_type: str, criteria: str, access: Access = TRUSTED
 ) -> StoredVersion | None:
     """DELETE Type?criteria: delete the one match; none is fine; several is 412 (as HAPI by default)."""
     require_resource_type(resource_type)
-    matches = await _matches(session, conditional_query(context, resource_type, criteria))
+    refuse_immutable(resource_type, "delete")
+    matches = await _matches(session, conditional_query(context, resource_type, criteria, access, "d"))
     if len(matches) > 1:
         raise FhirError(ErrorCategory.MULTIPLE_MATCHES, f"The criteria match {len(matches)} resources")
     if not matches:
         return None
-    return await delete_in(session, context, resource_type, matches[0].id)
+    return await delete_in(session, context, resource_type, matches[0].id, access=access)
 
 
-def conditional_query(context: FhirContext, resource_type: str, criteria: str) -> SearchQuery:
-    """Criteria of a conditional interaction; unknown parameters are an error, never ignored."""
+def conditional_query(
+    context: FhirContext, resource_type: str, criteria: str, access: Access = TRUSTED, permission: str = "s"
+) -> SearchQuery:
+    """Criteria of a conditional interaction; unknown parameters are an error, never ignored. The
+    matches are limited to what `access` may reach with `permission` (the interaction's own)."""
     params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
     if not params:
         raise FhirError(ErrorCategory.INVALID_PARAMETER, "Conditional criteria are empty")
-    return parse_search(
-        resource_type, params, context.search_parameters, default_count=2, max_count=2, strict=True
-    )
+    query = parse_search(resource_type, params, context.search_parameters, default_count=2, max_count=2, strict=True)
+    return restrict_search(query, access, permission)
 
 
 async def _matches(session: StoreSession, query: SearchQuery) -> list[StoredVersion]:

@@ -17,7 +17,10 @@ from app.fhir.outcome import ErrorCategory, FhirError, operation_outcome
 from app.fhir.search_params import compartment_parameters
 from app.fhir.search_query import Criterion, SearchQuery, encode_cursor, parse_search
 from app.fhir.views import subset
+from app.security.access import TRUSTED, Access
+from app.security.compartment import restrict_search
 from app.services.context import FhirContext
+from app.services.permissions import visible_stored
 from app.storage.repository import SearchPage, StoredVersion, StoreSession
 
 __all__ = ["search", "search_compartment", "search_in"]
@@ -27,10 +30,16 @@ _MAX_INCLUDED = 1000
 
 
 async def search(
-    context: FhirContext, base_url: str, resource_type: str, params: Sequence[tuple[str, str]], *, strict: bool = False
+    context: FhirContext,
+    base_url: str,
+    resource_type: str,
+    params: Sequence[tuple[str, str]],
+    *,
+    strict: bool = False,
+    access: Access = TRUSTED,
 ) -> dict[str, Any]:
     async with context.store.reading() as session:
-        return await search_in(session, context, base_url, resource_type, params, strict=strict)
+        return await search_in(session, context, base_url, resource_type, params, strict=strict, access=access)
 
 
 async def search_compartment(
@@ -42,6 +51,7 @@ async def search_compartment(
     params: Sequence[tuple[str, str]],
     *,
     strict: bool = False,
+    access: Access = TRUSTED,
 ) -> dict[str, Any]:
     """`Patient/{id}/{type}`: the search, limited to resources that point at that patient through
     any of the parameters the official Patient CompartmentDefinition lists for the type."""
@@ -53,7 +63,15 @@ async def search_compartment(
     scope = Criterion("or", "_compartment", None, references)
     async with context.store.reading() as session:
         return await search_in(
-            session, context, base_url, resource_type, params, strict=strict, scope=scope, path=f"{compartment}/{compartment_id}/{resource_type}"
+            session,
+            context,
+            base_url,
+            resource_type,
+            params,
+            strict=strict,
+            scope=scope,
+            path=f"{compartment}/{compartment_id}/{resource_type}",
+            access=access,
         )
 
 
@@ -67,8 +85,12 @@ async def search_in(
     strict: bool = False,
     scope: Criterion | None = None,
     path: str | None = None,
+    access: Access = TRUSTED,
 ) -> dict[str, Any]:
-    """A searchset Bundle: one page of matches, the included resources, links, ignored parameters."""
+    """A searchset Bundle: one page of matches, the included resources, links, ignored parameters.
+
+    The matches are limited to what `access` may search; included resources it may not read are left out.
+    """
     require_resource_type(resource_type)
     query = parse_search(
         resource_type,
@@ -78,10 +100,13 @@ async def search_in(
         max_count=context.max_count,
         strict=strict,
     )
+    query = restrict_search(query, access)
     if scope is not None:
         query = replace(query, criteria=(scope, *query.criteria))
     page = await session.search(query)
     included = await session.included(query.includes, page.matches, _MAX_INCLUDED) if query.includes else []
+    if not access.unrestricted:
+        included = [r for r in included if await visible_stored(session, context, access, r)]
     entries = [_entry(base_url, m, query, "match") for m in page.matches]
     entries += [_entry(base_url, r, query, "include") for r in included]
     if query.ignored:

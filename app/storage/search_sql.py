@@ -82,6 +82,8 @@ def criterion_condition(criterion: Criterion, resource_type: str, id_column: Col
         return id_column.in_(criterion.values)
     if criterion.kind == "or":
         return or_(*(criterion_condition(c, resource_type, id_column) for c in criterion.values))
+    if criterion.kind == "and":
+        return and_(*(criterion_condition(c, resource_type, id_column) for c in criterion.values))
     if criterion.kind == "chain":
         return _chain(criterion, resource_type, id_column)
     if criterion.kind == "has":

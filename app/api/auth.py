@@ -1,0 +1,68 @@
+"""Who is calling: the bearer token of every FHIR request, turned into the `Access` the services apply.
+
+Spec: https://hl7.org/fhir/smart-app-launch/STU2.2/ and https://hl7.org/fhir/R4/security.html.
+No token or a bad one is 401 with `WWW-Authenticate`; what a valid token may do is decided by the
+services (403). In development mode every request gets full access, without a token.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+
+from app.api.errors import BearerChallenge
+from app.api.keys import JwksSource
+from app.security.access import DEVELOPMENT, Access
+from app.security.tokens import InvalidToken, access_from_claims, route_token, select_key, verify_token
+
+__all__ = ["ACCESS_SCOPE_KEY", "Authenticator", "RequestAccess"]
+
+# Where the request's Access is left in the ASGI scope, for the audit middleware.
+ACCESS_SCOPE_KEY = "backpath.access"
+
+# Declares the bearer scheme in the OpenAPI document; the header itself is read below.
+_bearer = HTTPBearer(auto_error=False, description="An access token from a trusted issuer (SMART on FHIR)")
+
+
+class Authenticator:
+    """Verifies bearer tokens from the trusted issuers against their keys."""
+
+    def __init__(self, issuers: dict[str, JwksSource], audience: str, leeway: int) -> None:
+        self._issuers = issuers
+        self._audience = audience
+        self._leeway = leeway
+
+    async def authenticate(self, authorization: str | None) -> Access:
+        if not authorization:
+            raise BearerChallenge("This request needs an access token (Authorization: Bearer ...)", invalid_token=False)
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise BearerChallenge("The Authorization header must be 'Bearer' and a token", invalid_token=True)
+        try:
+            return await self._verify(token.strip())
+        except InvalidToken as problem:
+            raise BearerChallenge(str(problem), invalid_token=True) from None
+
+    async def _verify(self, token: str) -> Access:
+        route = route_token(token)
+        source = self._issuers.get(route.issuer)
+        if source is None:
+            raise InvalidToken("The access token is not from a trusted issuer")
+        key = select_key(await source.keys(refresh=False), route.kid, route.algorithm)
+        if key is None:  # perhaps the issuer rotated its keys
+            key = select_key(await source.keys(refresh=True), route.kid, route.algorithm)
+        if key is None:
+            raise InvalidToken("The access token is signed with a key the issuer does not publish")
+        return access_from_claims(verify_token(token, key, route, audience=self._audience, leeway=self._leeway))
+
+
+async def _access(request: Request, _credentials: Annotated[object, Depends(_bearer)]) -> Access:
+    authenticator: Authenticator | None = request.app.state.authenticator
+    access = DEVELOPMENT if authenticator is None else await authenticator.authenticate(request.headers.get("authorization"))
+    request.scope[ACCESS_SCOPE_KEY] = access
+    return access
+
+
+RequestAccess = Annotated[Access, Depends(_access)]

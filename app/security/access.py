@@ -1,0 +1,117 @@
+"""Who is asking and what they may do: a token's SMART scopes applied per interaction and resource type.
+
+Spec: https://hl7.org/fhir/smart-app-launch/STU2.2/scopes-and-launch-context.html. Each interaction
+needs one permission letter on the type it touches (the table in `INTERACTIONS`); the answer for a
+type is a `Limit`: any resource, only the token patient's compartment, or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import Enum
+from importlib import resources as package_data
+
+from app.fhir.outcome import ErrorCategory, FhirError
+from app.fhir.search_params import compartment_parameters
+from app.security.scopes import Scope
+
+__all__ = [
+    "AUDIT_TYPES",
+    "COMPARTMENT_TYPES",
+    "DEVELOPMENT",
+    "IMMUTABLE_TYPES",
+    "INTERACTIONS",
+    "NON_PATIENT_TYPES",
+    "TRUSTED",
+    "Access",
+    "Limit",
+]
+
+# The permission letter each FHIR interaction needs (SMART 2.2, "scopes for requesting FHIR resources").
+# Update covers create-on-update and patch; operations need `r`, or `c` and `u` when they change state.
+INTERACTIONS = {
+    "read": "r",
+    "vread": "r",
+    "history-instance": "r",
+    "search-type": "s",
+    "history-type": "s",
+    "history-system": "s",
+    "create": "c",
+    "update": "u",
+    "patch": "u",
+    "delete": "d",
+}
+
+COMPARTMENT_TYPES: frozenset[str] = frozenset(compartment_parameters()) | {"Patient"}
+NON_PATIENT_TYPES: frozenset[str] = frozenset(
+    json.loads(package_data.files("app.data").joinpath("non-patient-types.json").read_text())["types"]
+)
+# Reading the audit trail needs a scope that names AuditEvent: `*` never includes it.
+AUDIT_TYPES = frozenset({"AuditEvent"})
+# Kept as written: no update, patch or delete through the API, whatever the scopes.
+IMMUTABLE_TYPES = frozenset({"AuditEvent"})
+
+_VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+
+
+class Limit(Enum):
+    """How far a permission on a type reaches for one token."""
+
+    ANY = "any"  # every resource of the type
+    COMPARTMENT = "compartment"  # only resources in the token patient's compartment
+    DENIED = "denied"
+
+
+@dataclass(frozen=True)
+class Access:
+    """The caller of one request: client, user, granted scopes and the patient in context."""
+
+    client_id: str | None = None
+    user: str | None = None  # fhirUser (e.g. Practitioner/123) or the token subject
+    scopes: tuple[Scope, ...] = ()
+    patient: str | None = None
+    unrestricted: bool = False  # server-internal calls and development mode
+
+    def limit(self, permission: str, resource_type: str) -> Limit:
+        """How far `permission` (one of c r u d s) on `resource_type` reaches: user/ and system/
+        scopes reach every resource, patient/ scopes the compartment of the token's patient."""
+        if self.unrestricted:
+            return Limit.ANY
+        found = Limit.DENIED
+        for scope in self.scopes:
+            if not scope.grants(permission, resource_type, AUDIT_TYPES):
+                continue
+            if scope.context != "patient":
+                return Limit.ANY
+            found = self._patient_limit(permission, resource_type)
+        return found
+
+    def _patient_limit(self, permission: str, resource_type: str) -> Limit:
+        if self.patient is None:  # a patient/ scope without a patient in context grants nothing
+            return Limit.DENIED
+        if resource_type in COMPARTMENT_TYPES:
+            return Limit.COMPARTMENT
+        if resource_type in NON_PATIENT_TYPES and permission in "rs":
+            return Limit.ANY
+        return Limit.DENIED
+
+    def require(self, permission: str, resource_type: str) -> Limit:
+        """The limit, or 403 when the scopes grant nothing."""
+        limit = self.limit(permission, resource_type)
+        if limit is Limit.DENIED:
+            raise FhirError(ErrorCategory.FORBIDDEN, f"The access token does not allow to {_VERBS[permission]} {resource_type}")
+        return limit
+
+    def require_interaction(self, interaction: str, resource_type: str) -> Limit:
+        return self.require(INTERACTIONS[interaction], resource_type)
+
+    @property
+    def restricted_to_patient(self) -> bool:
+        """Whether some permission of this token may be limited to one patient's compartment."""
+        return not self.unrestricted and self.patient is not None and any(s.context == "patient" for s in self.scopes)
+
+
+# Calls the server makes for itself (content install, operation internals) and development mode.
+TRUSTED = Access(client_id="backpath", unrestricted=True)
+DEVELOPMENT = Access(client_id="development-mode", unrestricted=True)

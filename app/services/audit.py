@@ -1,0 +1,130 @@
+"""The audit trail: AuditEvents for every request that touched patient data, stored as FHIR resources
+(so `AuditEvent?patient=…&agent=…&date=…` works like any search).
+
+A request only queues what it did (`AuditRecord`, stamped with the time); one background writer
+works out which resources and patients were touched, builds the BALP events and writes them in
+batches, so the request's answer does not wait for any of it. Events reach the database within
+`FLUSH_SECONDS`; a crash loses at most what was queued in that window. Reading the audit trail
+first commits what is queued, so an auditor sees every request answered before theirs. The events
+bypass validation and write hooks (the server builds them); the API refuses to change them (see
+`permissions.refuse_immutable`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import replace
+from datetime import datetime
+
+import orjson
+
+from app.fhir.models import RESOURCE_TYPES, is_valid_id
+from app.security.audit import AuditRecord, Touched, audit_events, touched_by
+from app.security.compartment import patients_of
+from app.services.context import FhirContext
+from app.services.stored import format_instant, versioned
+from app.storage.repository import Create, StoreSession
+
+__all__ = ["FLUSH_SECONDS", "AuditTrail"]
+
+log = logging.getLogger("backpath.audit")
+
+FLUSH_SECONDS = 0.25
+# Past this many queued records a request waits for the writer: the trail slows the server down
+# rather than fall behind without bound.
+MAX_QUEUED = 5000
+
+
+class AuditTrail:
+    def __init__(self, context: FhirContext) -> None:
+        self._context = context
+        self._queued: list[tuple[AuditRecord, datetime]] = []
+        self._waiting: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def record(self, record: AuditRecord) -> None:
+        """Queue what one request did; its AuditEvents are written shortly after."""
+        self._queued.append((record, self._context.clock()))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_forever())
+        if len(self._queued) > MAX_QUEUED:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Commit everything queued so far (also what the writer is committing right now)."""
+        if not self._queued and self._writer is None:
+            return
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(done)
+        self._wake.set()
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_forever())
+        await done
+
+    async def close(self) -> None:
+        """Commit what is queued and stop the writer (at shutdown)."""
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+
+    async def _write_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):  # no flush asked for: write what the interval gathered
+                await asyncio.wait_for(self._wake.wait(), FLUSH_SECONDS)
+            self._wake.clear()
+            await self._write_queued()
+            if self._closing:
+                return
+
+    async def _write_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        waiting, self._waiting = self._waiting, []
+        try:
+            writes = await self._events(queued)
+            if writes:
+                async with self._context.store.writing() as session:
+                    await session.insert_new(writes)
+        except Exception as error:  # whatever failed: keep the records for the next round, tell who waits
+            log.error("audit events could not be written; retrying", extra={"status": type(error).__name__})
+            self._queued[:0] = queued
+            for done in waiting:
+                if not done.done():
+                    done.set_exception(error)
+            return
+        for done in waiting:
+            if not done.done():
+                done.set_result(None)
+
+    async def _events(self, queued: list[tuple[AuditRecord, datetime]]) -> list[Create]:
+        """The stored form of the AuditEvents of the queued records."""
+        writes: list[Create] = []
+        for record, recorded in queued:
+            record, touched = touched_by(self._context.search_parameters, record)
+            if any(t.patients is None for t in touched):
+                async with self._context.store.reading() as session:
+                    touched = tuple([t if t.patients is not None else replace(t, patients=await self._patients(session, t)) for t in touched])
+            for event in audit_events(replace(record, touched=touched), format_instant(recorded), self._context.new_id):
+                content, index = versioned(self._context, event, event["id"], 1, recorded)
+                writes.append(Create("AuditEvent", event["id"], content, recorded, index))
+            await asyncio.sleep(0)  # let requests run between records: a large batch must not stall them
+        return writes
+
+    async def _patients(self, session: StoreSession, touched: Touched) -> frozenset[str]:
+        """Patients of a touched resource whose content the answer did not carry (a delete, a minimal
+        answer, a refusal): from the version named, or the current one; a deletion by what it deleted."""
+        if touched.type not in RESOURCE_TYPES or not is_valid_id(touched.id):
+            return frozenset()
+        if touched.version is not None and touched.version.isdigit():
+            stored = await session.version(touched.type, touched.id, int(touched.version))
+        else:
+            stored = await session.current(touched.type, touched.id)
+        if stored is not None and stored.content is None and stored.version > 1:
+            stored = await session.version(touched.type, touched.id, stored.version - 1)
+        if stored is None or stored.content is None:
+            return frozenset()
+        return patients_of(self._context.search_parameters, orjson.loads(stored.content))

@@ -1,0 +1,165 @@
+"""The audit trail: every request touching patient data leaves a BALP-shaped AuditEvent (who, what,
+action, outcome, when, from where) before its answer leaves; auditors find them by patient, agent
+and date; nobody changes them through the API."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fhir.resources.R4B.auditevent import AuditEvent
+
+from tests.factories import observation, patient, unique
+from tests.tokens import Issuer
+
+AUDITOR = "user/AuditEvent.rs"
+CLINICIAN = "user/*.cruds"
+
+
+async def _events(client: httpx.AsyncClient, issuer: Issuer, **params: str) -> list[dict[str, Any]]:
+    response = await client.get("/AuditEvent", params={"_count": "200", **params}, headers=issuer.headers(AUDITOR))
+    assert response.status_code == 200, response.text
+    return [e["resource"] for e in response.json().get("entry", []) if e["resource"]["resourceType"] == "AuditEvent"]
+
+
+def _subtype(event: dict[str, Any]) -> str:
+    return str(event["subtype"][0]["code"])
+
+
+def _entities(event: dict[str, Any]) -> list[str]:
+    return [e["what"]["reference"] for e in event["entity"] if "reference" in e.get("what", {})]
+
+
+def _agent(event: dict[str, Any], code: str) -> dict[str, Any]:
+    return next(a for a in event["agent"] if a["type"]["coding"][0]["code"] == code)
+
+
+async def _new_patient(client: httpx.AsyncClient, issuer: Issuer) -> str:
+    response = await client.post("/Patient", json=patient(unique("Audit")), headers=issuer.headers(CLINICIAN))
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+async def test_a_read_is_recorded_with_who_what_when_and_where(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    anna = await _new_patient(secure_client, issuer)
+    headers = issuer.headers("user/Patient.rs", fhirUser="Practitioner/dr-audit", sub="dr-audit-login")
+    assert (await secure_client.get(f"/Patient/{anna}", headers=headers)).status_code == 200
+    reads = [e for e in await _events(secure_client, issuer, patient=f"Patient/{anna}") if _subtype(e) == "read"]
+    assert len(reads) == 1
+    event = reads[0]
+    AuditEvent.model_validate(event)  # a valid R4 AuditEvent
+    assert event["action"] == "R" and event["outcome"] == "0"
+    assert event["type"]["code"] == "rest"
+    assert event["meta"]["profile"] == ["https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit.PatientRead"]
+    client_agent = _agent(event, "110153")
+    assert client_agent["altId"] == "test-app"
+    assert client_agent["network"]["address"] == "127.0.0.1"
+    user = _agent(event, "IRCP")
+    assert user["who"]["reference"] == "Practitioner/dr-audit" and user["requestor"] is True
+    assert f"Patient/{anna}" in _entities(event)
+    recorded = datetime.fromisoformat(event["recorded"].replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - recorded).total_seconds()) < 60
+
+
+async def test_auditors_search_by_patient_agent_and_date(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    anna = await _new_patient(secure_client, issuer)
+    user = f"Practitioner/{unique('dr')}"
+    await secure_client.get(f"/Patient/{anna}", headers=issuer.headers("user/Patient.rs", fhirUser=user))
+    by_agent = await _events(secure_client, issuer, agent=user)
+    assert {_subtype(e) for e in by_agent} == {"read"}
+    assert all(f"Patient/{anna}" in _entities(e) for e in by_agent)
+    today = datetime.now(UTC).date().isoformat()
+    by_date = await _events(secure_client, issuer, patient=f"Patient/{anna}", date=f"ge{today}")
+    assert any(_subtype(e) == "read" for e in by_date)
+    assert await _events(secure_client, issuer, patient=f"Patient/{anna}", date="lt2000-01-01") == []
+    by_client = await _events(secure_client, issuer, patient=f"Patient/{anna}", altid="test-app")
+    assert by_client
+
+
+async def test_a_search_leaves_one_event_per_patient_with_the_query(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    anna, bram = await _new_patient(secure_client, issuer), await _new_patient(secure_client, issuer)
+    code = unique("code")
+    for subject in (anna, bram):
+        await secure_client.post("/Observation", json=observation(f"Patient/{subject}", code=code), headers=issuer.headers(CLINICIAN))
+    found = await secure_client.get("/Observation", params={"code": code}, headers=issuer.headers("user/Observation.rs"))
+    assert found.json()["total"] == 2
+    for subject in (anna, bram):
+        searches = [e for e in await _events(secure_client, issuer, patient=f"Patient/{subject}") if _subtype(e) == "search-type"]
+        assert len(searches) == 1
+        event = searches[0]
+        assert event["action"] == "E"
+        query = next(e for e in event["entity"] if e["role"]["code"] == "24")
+        assert base64.b64decode(query["query"]).decode() == f"GET /Observation?code={code}"
+        assert f"Patient/{anna if subject == bram else bram}" not in _entities(event)  # one patient per event
+
+
+async def test_writes_are_recorded_as_create_update_delete(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    anna = await _new_patient(secure_client, issuer)
+    headers = {**issuer.headers(CLINICIAN), "Prefer": "return=minimal"}
+    created = await secure_client.post("/Observation", json=observation(f"Patient/{anna}"), headers=headers)
+    obs_id = created.headers["location"].split("/")[-3]
+    body = {**observation(f"Patient/{anna}", value=7), "id": obs_id}
+    assert (await secure_client.put(f"/Observation/{obs_id}", json=body, headers=headers)).status_code == 200
+    assert (await secure_client.delete(f"/Observation/{obs_id}", headers=headers)).status_code == 204
+    events = await _events(secure_client, issuer, patient=f"Patient/{anna}", entity=f"Observation/{obs_id}")
+    actions = sorted((_subtype(e), e["action"]) for e in events)
+    assert actions == [("create", "C"), ("delete", "D"), ("update", "U")]
+
+
+async def test_a_refused_attempt_is_recorded_as_a_failure(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    anna = await _new_patient(secure_client, issuer)
+    other = await _new_patient(secure_client, issuer)
+    response = await secure_client.get(f"/Patient/{anna}", headers=issuer.headers("patient/*.rs", patient=other))
+    assert response.status_code == 403
+    failures = [e for e in await _events(secure_client, issuer, patient=f"Patient/{anna}") if e["outcome"] == "4"]
+    assert len(failures) == 1 and failures[0]["outcomeDesc"] == "HTTP 403"
+
+
+async def test_a_transaction_is_recorded_per_patient(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:3d0c0f3e-1111-4a4a-9b9b-000000000003", "resource": patient(unique("Tx")), "request": {"method": "POST", "url": "Patient"}},
+            {"resource": observation("urn:uuid:3d0c0f3e-1111-4a4a-9b9b-000000000003"), "request": {"method": "POST", "url": "Observation"}},
+        ],
+    }
+    response = await secure_client.post("/", json=bundle, headers={**issuer.headers(CLINICIAN), "Prefer": "return=minimal"})
+    locations = [e["response"]["location"] for e in response.json()["entry"]]
+    patient_id = locations[0].split("/")[1]
+    events = [e for e in await _events(secure_client, issuer, patient=f"Patient/{patient_id}") if _subtype(e) == "transaction"]
+    assert len(events) == 1
+    assert {loc.rsplit("/_history", 1)[0] for loc in locations} <= {ref.rsplit("/_history", 1)[0] for ref in _entities(events[0])}
+
+
+async def test_requests_without_patient_data_are_not_recorded(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    name = unique("Dokter")
+    created = await secure_client.post("/Practitioner", json={"resourceType": "Practitioner", "name": [{"family": name}]}, headers=issuer.headers(CLINICIAN))
+    reference = f"Practitioner/{created.json()['id']}"
+    await secure_client.get(f"/{reference}", headers=issuer.headers(CLINICIAN))
+    assert await _events(secure_client, issuer, entity=reference) == []
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "conditional DELETE"])
+async def test_audit_events_cannot_be_changed(secure_client: httpx.AsyncClient, issuer: Issuer, method: str) -> None:
+    anna = await _new_patient(secure_client, issuer)
+    await secure_client.get(f"/Patient/{anna}", headers=issuer.headers(CLINICIAN))
+    event = (await _events(secure_client, issuer, patient=f"Patient/{anna}"))[0]
+    everything = issuer.headers("user/AuditEvent.cruds")
+    url = f"/AuditEvent/{event['id']}"
+    if method == "PUT":
+        response = await secure_client.put(url, json={**event, "outcome": "0", "action": "D"}, headers=everything)
+    elif method == "PATCH":
+        patch = [{"op": "replace", "path": "/action", "value": "D"}]
+        response = await secure_client.patch(url, json=patch, headers={**everything, "Content-Type": "application/json-patch+json"})
+    elif method == "DELETE":
+        response = await secure_client.delete(url, headers=everything)
+    else:
+        response = await secure_client.delete("/AuditEvent", params={"_id": event["id"]}, headers=everything)
+    assert response.status_code == 405, response.text
+    assert response.json()["issue"][0]["code"] == "not-supported"
+    again = await secure_client.get(url, headers=issuer.headers(AUDITOR))
+    assert again.json() == event
