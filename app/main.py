@@ -22,6 +22,7 @@ from app.services.capability import capability_statement
 from app.services.content import install_content
 from app.services.context import FhirContext, utc_now_ms
 from app.services.operations import OperationRegistry
+from app.services.referrals import ReferralService
 from app.services.stored import format_instant
 from app.services.validate import VALIDATE
 from app.storage import migrate
@@ -44,21 +45,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await migrate.upgrade(engine)
         content = read_content(settings.content_dirs)
         definitions = [*official_search_parameters(), *(r for r in content if r["resourceType"] == "SearchParameter")]
+        referrals = ReferralService.from_settings(settings)
         context = FhirContext(
             store=Store(engine),
             search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES),
             default_count=settings.default_count,
             max_count=settings.max_count,
+            write_hooks=referrals.write_hooks,
         )
         changed = await install_content(context, content)
         log.info("content loaded", extra={"status": f"{len(content)} resources, {changed} new or changed"})
-        operations = OperationRegistry([VALIDATE])
+        operations = OperationRegistry([VALIDATE, *referrals.operations])
         app.state.fhir = context
         app.state.operations = operations
         app.state.capability_statement = capability_statement(
             context, operations, settings.base_url or "", format_instant(utc_now_ms())
         )
+        referrals.start(context)
         yield
+        await referrals.stop()
         await engine.dispose()
 
     configure_logging(settings.log_level)

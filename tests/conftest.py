@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
+from tests.servers import Server, scratch_database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 _TMP = Path(tempfile.mkdtemp(prefix="backpath-tests-"))
@@ -109,3 +110,26 @@ def live_server(database_url: str) -> Iterator[str]:
     except subprocess.TimeoutExpired:
         process.kill()
     log.close()
+
+
+@pytest.fixture(scope="session")
+def scratch_database(database_url: str) -> Callable[[str], str]:
+    """Makes a new empty database of the kind under test, named after the test database
+    (PostgreSQL: `<BACKPATH_PG_DBNAME>_<name>`), for servers that must not share one."""
+    return lambda name: scratch_database_url(database_url, _TMP, name)
+
+
+@pytest.fixture
+def servers(scratch_database: Callable[[str], str]) -> Iterator[Callable[[str], Server]]:
+    """Makes real BackPath servers, each on its own database and port (start them with
+    `.start()` once their environment is set); every one is stopped at the end of the test."""
+    made: list[Server] = []
+
+    def make(name: str) -> Server:
+        server = Server(name, scratch_database(name), _TMP, {})
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()

