@@ -190,4 +190,20 @@ def parameters(**values: Any) -> dict[str, Any]:
                 parameter.append({"name": name, **item})
             else:
                 parameter.append({"name": name, "valueString": item})
-    return {"resourceType": "Parameters", "parameter": parameter}
+    return {"resourceType": "Parameters", **({"parameter": parameter} if parameter else {})}
+
+
+def sbst_response(patient_ref: str) -> dict[str, Any]:
+    """A completed STarT Back response (contract: Questionnaire start-back, calculated items by linkId)."""
+    return {
+        "resourceType": "QuestionnaireResponse",
+        "questionnaire": codes.SBST_QUESTIONNAIRE,
+        "status": "completed",
+        "subject": {"reference": patient_ref},
+        "authored": "2026-03-01T08:00:00Z",
+        "item": [
+            {"linkId": "total-score", "answer": [{"valueInteger": 7}]},
+            {"linkId": "distress-subscale", "answer": [{"valueInteger": 5}]},
+            {"linkId": "risk-level", "answer": [{"valueCoding": {"system": codes.LOINC, "code": "LA9193-9", "display": "High"}}]},
+        ],
+    }

@@ -134,5 +134,17 @@ class Server:
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
 
+    async def rows(self, sql: str, **params: object) -> list[tuple[object, ...]]:
+        """Rows of a read-only query on this server's own database (the outbox, the inbox)."""
+        from sqlalchemy import text
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(self.database_url)
+        try:
+            async with engine.connect() as connection:
+                return [tuple(row) for row in (await connection.execute(text(sql), params)).all()]
+        finally:
+            await engine.dispose()
+
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=30)

@@ -214,13 +214,15 @@ def _reference_problems(entries: list[dict[str, Any]], where: str) -> Iterator[I
     urls = frozenset(e["fullUrl"] for e in entries)
     for index, entry in enumerate(entries):
         resource = entry["resource"]
+        if resource.get("resourceType") == "Bundle":  # a document: its references resolve inside it
+            if isinstance(resource.get("entry"), list):
+                yield from _reference_problems(resource["entry"], f"{where}.entry[{index}].resource")
+            continue
         for path, reference in references(resource):
             if reference.startswith("#") or _is_history(resource, path, reference):
                 continue
             if bundle_target(reference, entry["fullUrl"], urls) is None:
                 yield _issue(f"The reference '{reference}' resolves to nothing in the message", f"{where}.entry[{index}].resource.{path}")
-        if resource.get("resourceType") == "Bundle" and isinstance(resource.get("entry"), list):
-            yield from _reference_problems(resource["entry"], f"{where}.entry[{index}].resource")
 
 
 def _is_history(resource: dict[str, Any], path: str, reference: str) -> bool:

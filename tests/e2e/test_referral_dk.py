@@ -5,6 +5,7 @@ receiver down for a while, and with the sender killed mid-delivery."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -74,3 +75,96 @@ async def test_dk_referral_is_acknowledged_accepted_and_reported_back(dk_pair: t
         assert composition["id"] in [e["resource"]["id"] for e in record["entry"]]  # in the GP's record
         # one Task per side, never a duplicate
         assert (await referral_task(client, rid)) is not None
+
+
+async def _outbox(server: Server, exchange: str) -> list[tuple[object, ...]]:
+    return await server.rows("SELECT message_id, status, attempts FROM outbox WHERE exchange = :e ORDER BY seq", e=exchange)
+
+
+async def _processed(server: Server, message_id: object) -> int:
+    rows = await server.rows("SELECT count(*) FROM inbox WHERE message_id = :m", m=message_id)
+    return int(str(rows[0][0]))
+
+
+@pytest.fixture
+def dk_pair_retrying(servers: Callable[[str], Server]) -> tuple[Site, Site]:
+    """The pair again, the GP giving up after 5 attempts (0.5 s, 1 s, 2 s, 2 s apart)."""
+    gp = Site(dk_org("gp-practice"), servers("dk_gp_retry"))
+    spine = Site(dk_org("spine-unit"), servers("dk_spine_retry"))
+    configure(gp, spine, BACKPATH_DELIVERY_MAX_ATTEMPTS="5")
+    gp.server.start()
+    spine.server.start()
+    return gp, spine
+
+
+async def test_receiver_down_for_a_while_gets_the_message_once_after_retries(dk_pair_retrying: tuple[Site, Site]) -> None:
+    gp, spine = dk_pair_retrying
+    await introduce(gp, spine)
+    spine.server.stop()
+    rid, _ = await _refer_again(gp, spine)
+    await asyncio.sleep(2.0)
+    [(message_id, status, attempts)] = await _outbox(gp.server, rid)
+    assert status == "pending" and int(str(attempts)) >= 2  # tried, failed, waiting to retry
+    assert (await wait_for(gp, rid, status_is("requested")))["businessStatus"]["coding"][0]["code"] == "queued"
+
+    spine.server.start()
+    received = await wait_for(spine, rid, status_is("received"))
+    await wait_for(gp, rid, status_is("received"))
+    assert await _processed(spine.server, message_id) == 1
+    [(_, status, _)] = await _outbox(gp.server, rid)
+    assert status == "delivered"
+    async with spine.client() as client:
+        accepted = await operation(client, f"/Task/{received['id']}/$accept", parameters(start={"valueDateTime": "2026-04-02T10:00:00Z"}))
+    assert accepted["status"] == "accepted"
+    await wait_for(gp, rid, status_is("accepted"))
+
+
+async def test_exhausted_delivery_marks_the_task_failed_and_resend_delivers_it(dk_pair_retrying: tuple[Site, Site]) -> None:
+    gp, spine = dk_pair_retrying
+    await introduce(gp, spine)
+    spine.server.stop()
+    rid, _ = await _refer_again(gp, spine)
+    failed = await wait_for(gp, rid, lambda t: t["businessStatus"]["coding"][0]["code"] == "delivery-failed", seconds=30)
+    assert failed["status"] == "requested" and "failed" in failed["note"][-1]["text"]
+    [(message_id, status, attempts)] = await _outbox(gp.server, rid)
+    assert (status, attempts) == ("failed", 5)
+
+    spine.server.start()
+    async with gp.client() as client:
+        outcome = await operation(client, f"/Task/{failed['id']}/$resend", parameters())
+        assert "1 message(s)" in outcome["issue"][0]["diagnostics"]
+    await wait_for(gp, rid, status_is("received"))
+    await wait_for(spine, rid, status_is("received"))
+    assert await _processed(spine.server, message_id) == 1
+
+
+async def test_sender_killed_mid_delivery_loses_nothing_and_sends_nothing_twice(dk_pair: tuple[Site, Site]) -> None:
+    gp, spine = dk_pair
+    await introduce(gp, spine)
+    spine.server.pause()  # its socket still accepts: the GP's request goes out and waits
+    rid, _ = await _refer_again(gp, spine)
+    await asyncio.sleep(0.5)
+    [(message_id, status, attempts)] = await _outbox(gp.server, rid)
+    assert (status, attempts) == ("pending", 1)  # claimed and on the wire, not yet acknowledged
+    gp.server.kill()
+    spine.server.resume()
+    await wait_for(spine, rid, status_is("received"))  # the receiver processed what reached it
+    assert await _processed(spine.server, message_id) == 1
+
+    gp.server.start()  # same database, same address: the outbox is still there
+    await wait_for(gp, rid, status_is("received"))
+    [(_, status, attempts)] = await _outbox(gp.server, rid)
+    assert status == "delivered" and int(str(attempts)) == 2  # sent again after the restart …
+    assert await _processed(spine.server, message_id) == 1  # … and processed once
+    async with spine.client() as client:
+        assert (await referral_task(client, rid)) is not None
+
+
+async def _refer_again(gp: Site, spine: Site) -> tuple[str, dict[str, str]]:
+    """A referral with the parties already introduced."""
+    async with gp.client() as client:
+        roles = (await client.get("/PractitionerRole", params={"organization": gp.org.reference}, headers=FHIR_JSON)).json()
+        role = roles["entry"][0]["resource"]["id"]
+        person = await post(client, patient("DK"))
+        request = await post(client, referral(f"Patient/{person['id']}", f"PractitionerRole/{role}", spine.org.reference, country="DK"))
+    return referral_id(request), {"patient": f"Patient/{person['id']}"}
