@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         operations = OperationRegistry([VALIDATE, *referrals.operations])
         app.state.fhir = context
         app.state.operations = operations
+        app.state.referrals = referrals
         app.state.capability_statement = capability_statement(
             context, operations, settings.base_url or "", format_instant(utc_now_ms())
         )

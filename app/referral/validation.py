@@ -23,6 +23,7 @@ from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.referral import codes
 from app.referral.narrative import unsafe_narrative
 from app.referral.references import bundle_target, references
+from app.referral.workflow import TASK_TRANSITIONS
 
 __all__ = [
     "EVENTS",
@@ -142,6 +143,7 @@ def read_message(body: Any, our_identifiers: frozenset[Tie], our_endpoint: str, 
     header_url = entries[0]["fullUrl"]
     header = entries[0]["resource"]
     problems += _reference_problems(entries, "Bundle")
+    problems += _code_problems(entries, "Bundle")
     event = header.get("eventCoding") or {}
     if event.get("system") == codes.MEDCOM_EVENT and event.get("code") == codes.ACK_EVENT:
         problems.append(_issue("Acknowledgements are answered on the same exchange; an acknowledgement message is not accepted here", "MessageHeader.eventCoding"))
@@ -173,6 +175,27 @@ def check_sender(message: Message, partners: Mapping[str, frozenset[Tie]]) -> No
             [_issue(f"The sender is not the organisation registered for the partner endpoint {endpoint}", "MessageHeader.sender")],
             message,
         )
+
+
+# Required bindings the R4B models do not check, for the records the workflow reads.
+_CODES: dict[tuple[str, str], frozenset[str]] = {
+    ("ServiceRequest", "status"): frozenset({"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}),
+    ("ServiceRequest", "intent"): frozenset({"proposal", "plan", "directive", "order", "original-order", "reflex-order", "filler-order", "instance-order", "option"}),
+    ("ServiceRequest", "priority"): frozenset({"routine", "urgent", "asap", "stat"}),
+    ("Task", "status"): frozenset(TASK_TRANSITIONS),
+    ("Task", "priority"): frozenset({"routine", "urgent", "asap", "stat"}),
+}
+
+
+def _code_problems(entries: list[Any], where: str) -> Iterator[Issue]:
+    for index, entry in enumerate(entries):
+        resource = entry["resource"]
+        for (kind, element), allowed in _CODES.items():
+            value = resource.get(element)
+            if resource.get("resourceType") == kind and value is not None and value not in allowed:
+                yield _issue(f"{kind}.{element} '{value}' is not a code of its required value set", f"{where}.entry[{index}].resource.{element}")
+        if resource.get("resourceType") == "Bundle" and isinstance(resource.get("entry"), list):
+            yield from _code_problems(resource["entry"], f"{where}.entry[{index}].resource")
 
 
 def _envelope_problems(body: dict[str, Any]) -> Iterator[Issue]:

@@ -11,10 +11,20 @@ from collections.abc import Callable
 import pytest
 
 from app.referral import codes
-from tests.e2e.referral_flow import Site, configure, introduce, operation, output, read, referral_id, referral_task, status_is, wait_for
+from tests.e2e.referral_flow import (
+    Site,
+    configure,
+    introduce,
+    operation,
+    output,
+    read,
+    referral_id,
+    referral_task,
+    status_is,
+    wait_for,
+)
 from tests.referral_data import FHIR_JSON, dk_org, parameters, patient, post, referral
 from tests.servers import Server
-
 
 
 @pytest.fixture

@@ -10,8 +10,27 @@ from collections.abc import Callable
 import pytest
 
 from app.referral import codes
-from tests.e2e.referral_flow import Site, configure, introduce, operation, output, read, referral_id, status_is, wait_for
-from tests.referral_data import FHIR_JSON, nl_org, parameters, patient, post, referral, sbst_observations, sbst_response
+from tests.e2e.referral_flow import (
+    Site,
+    configure,
+    introduce,
+    operation,
+    output,
+    read,
+    referral_id,
+    status_is,
+    wait_for,
+)
+from tests.referral_data import (
+    FHIR_JSON,
+    nl_org,
+    parameters,
+    patient,
+    post,
+    referral,
+    sbst_observations,
+    sbst_response,
+)
 from tests.servers import Server
 
 

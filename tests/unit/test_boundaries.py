@@ -13,6 +13,7 @@ APP = Path(__file__).resolve().parents[2] / "app"
 FORBIDDEN = {
     "fhir": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
     "content": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
+    "referral": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
     "storage": ("fastapi", "starlette", "app.services", "app.api"),
     "services": ("fastapi", "starlette", "app.api"),
 }

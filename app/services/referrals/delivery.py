@@ -63,11 +63,16 @@ class DeliveryWorker:
         outbox.wake_on_commit(self.context.store.engine, self.wake.set)
         self._task = asyncio.create_task(self._run(), name="backpath-delivery")
 
-    async def stop(self) -> None:
+    async def halt(self) -> None:
+        """Stop the background loop (deliver_due still works when called)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
+
+    async def stop(self) -> None:
+        await self.halt()
         await self.client.aclose()
 
     async def _run(self) -> None:
