@@ -101,6 +101,10 @@ class Message:
         target = bundle_target(reference, from_url or self.header_url, frozenset(self.entries))
         return self.entries.get(target) if target else None
 
+    def url_of(self, reference: str, from_url: str | None = None) -> str | None:
+        """The fullUrl of the entry `reference` points to."""
+        return bundle_target(reference, from_url or self.header_url, frozenset(self.entries))
+
     def focus(self) -> list[dict[str, Any]]:
         found = [self.resolve(f["reference"]) for f in self.header.get("focus") or [] if isinstance(f, dict) and "reference" in f]
         return [f for f in found if f is not None]

@@ -47,6 +47,7 @@ __all__ = [
     "claim",
     "due",
     "enqueue",
+    "exchange_known",
     "exchange_log",
     "inbox",
     "mark_delivered",
@@ -171,18 +172,19 @@ async def enqueue(session: StoreSession, message: OutboxMessage, now: datetime) 
 
 
 def wake_on_commit(engine: AsyncEngine, wake: Callable[[], None]) -> None:
-    """Call `wake` (from the event loop) after each commit that added outbox rows, so delivery
-    starts at once instead of at the next poll."""
+    """Call `wake` (from the event loop) once a transaction that added outbox rows has committed,
+    so delivery starts at once instead of at the next poll. The connection's return to the pool
+    comes after its commit (the `commit` event itself fires before it); a rollback clears the mark."""
     loop = asyncio.get_running_loop()
-
-    @event.listens_for(engine.sync_engine, "commit")
-    def _committed(connection: Any) -> None:
-        if connection.info.pop(_WROTE, False):
-            loop.call_soon_threadsafe(wake)
 
     @event.listens_for(engine.sync_engine, "rollback")
     def _rolled_back(connection: Any) -> None:
         connection.info.pop(_WROTE, None)
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        if record.info.pop(_WROTE, False):
+            loop.call_soon_threadsafe(wake)
 
 
 def _row(mapping: Any) -> OutboxRow:
@@ -282,6 +284,12 @@ async def record_processed(session: StoreSession, record: InboxRecord) -> None:
         await session.connection.execute(insert(inbox).values(**record.__dict__))
     except IntegrityError:
         raise DuplicateMessage(record.message_id) from None
+
+
+async def exchange_known(session: StoreSession, exchange: str) -> bool:
+    """Whether any message of the exchange was processed here already."""
+    row = (await session.connection.execute(select(inbox.c.message_id).where(inbox.c.exchange == exchange).limit(1))).first()
+    return row is not None
 
 
 async def exchange_log(session: StoreSession, exchange: str) -> list[LoggedMessage]:

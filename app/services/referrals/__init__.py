@@ -14,6 +14,7 @@ from app.services.operations import Operation, OperationCall, OperationResult
 from app.services.referrals.config import ReferralConfig
 from app.services.referrals.decisions import decision_operations
 from app.services.referrals.delivery import DeliveryWorker, resend_operation
+from app.services.referrals.directory import Parties
 from app.services.referrals.hooks import activation_hook, guard_referral_task
 from app.services.referrals.receiving import process_message
 
@@ -23,6 +24,7 @@ __all__ = ["ReferralConfig", "ReferralService"]
 class ReferralService:
     def __init__(self, config: ReferralConfig) -> None:
         self.config = config
+        self.parties = Parties(config)
         self.worker: DeliveryWorker | None = None
 
     @classmethod
@@ -35,10 +37,10 @@ class ReferralService:
 
     @property
     def operations(self) -> list[Operation]:
-        config = self.config
+        config, parties = self.config, self.parties
 
         async def process(context: FhirContext, call: OperationCall) -> OperationResult:
-            return OperationResult(await process_message(context, config, call.body))
+            return OperationResult(await process_message(context, config, parties, call.body))
 
         receive = Operation(
             code="process-message",

@@ -106,9 +106,9 @@ class DeliveryWorker:
         except _Retry as problem:
             await self._retry_or_fail(row, attempt, str(problem))
         except _Refused as refused:
-            await self._settle(row, delivered=False, reason=str(refused), ack=refused.ack)
+            await self._settle(row, delivered=False, reason=str(refused), ack=refused.ack, at=self.context.clock())
         else:
-            await self._settle(row, delivered=True, reason="", ack=ack)
+            await self._settle(row, delivered=True, reason="", ack=ack, at=self.context.clock())
 
     async def _post(self, row: outbox.OutboxRow) -> bytes:
         headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -140,16 +140,17 @@ class DeliveryWorker:
 
     async def _retry_or_fail(self, row: outbox.OutboxRow, attempt: int, reason: str) -> None:
         if attempt >= self.config.max_attempts:
-            await self._settle(row, delivered=False, reason=f"gave up after {attempt} attempts; last: {reason}", ack=None)
+            await self._settle(row, delivered=False, reason=f"gave up after {attempt} attempts; last: {reason}", ack=None, at=self.context.clock())
             return
         next_at = self.context.clock() + timedelta(seconds=self.config.retry_delay(attempt))
         async with self.context.store.writing() as session:
             await outbox.mark_retry(session, row.seq, next_at, reason)
         log.info("delivery retry", extra={"status": f"{row.message_id} attempt {attempt}: {reason}"})
 
-    async def _settle(self, row: outbox.OutboxRow, *, delivered: bool, reason: str, ack: bytes | None) -> None:
-        """Record the outcome and reflect it on the Task, in one transaction."""
-        now = self.context.clock()
+    async def _settle(self, row: outbox.OutboxRow, *, delivered: bool, reason: str, ack: bytes | None, at: datetime) -> None:
+        """Record the outcome (`at`: when the acknowledgement arrived) and reflect it on the Task,
+        in one transaction."""
+        now = at
         try:
             async with self.context.store.writing() as session:
                 if delivered:

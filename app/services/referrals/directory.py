@@ -3,11 +3,13 @@ messaging Endpoint, the partners allowed to send, and the records that travel wi
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
+from sqlalchemy import and_, or_, select
 
 from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.fhir.search_query import parse_search
@@ -19,9 +21,12 @@ from app.referral.validation import Tie, identifiers_of
 from app.services.context import FhirContext
 from app.services.referrals.config import ReferralConfig
 from app.storage.repository import StoreSession
+from app.storage.schema import token_index
 
 __all__ = [
     "CHANNELS",
+    "Parties",
+    "Partner",
     "Route",
     "find_by_identifiers",
     "gather",
@@ -66,12 +71,24 @@ async def _search(session: StoreSession, context: FhirContext, resource_type: st
 
 
 async def find_by_identifiers(session: StoreSession, context: FhirContext, resource_type: str, ties: Iterable[Tie]) -> dict[str, Any] | None:
-    """The local resource of that type carrying any of the identifiers (the first found)."""
-    for system, value in sorted(ties):
-        found = await _search(session, context, resource_type, [("identifier", f"{system}|{value}")], 1)
-        if found:
-            return found[0]
-    return None
+    """The local resource of that type carrying any of the identifiers (the first by id). One
+    look-up in the token index the `identifier` search parameter fills: every message needs a few."""
+    wanted = sorted(ties)
+    if not wanted:
+        return None
+    await session.flush()
+    statement = (
+        select(token_index.c.id)
+        .where(
+            token_index.c.type == resource_type,
+            token_index.c.param == "identifier",
+            or_(*(and_(token_index.c.system == system, token_index.c.code == value) for system, value in wanted)),
+        )
+        .order_by(token_index.c.id)
+        .limit(1)
+    )
+    found = (await session.connection.execute(statement)).scalar()
+    return await load(session, f"{resource_type}/{found}") if found else None
 
 
 async def own_party(session: StoreSession, context: FhirContext, config: ReferralConfig) -> Party:
@@ -84,11 +101,7 @@ async def own_party(session: StoreSession, context: FhirContext, config: Referra
     organization = await find_by_identifiers(session, context, "Organization", config.identifiers)
     if organization is None:
         raise FhirError(ErrorCategory.INVALID_RESOURCE, "This server's own Organization (BACKPATH_ORGANIZATION_IDENTIFIERS) is not stored")
-    return Party(_clean(organization), config.endpoint)
-
-
-def _clean(resource: dict[str, Any]) -> dict[str, Any]:
-    return travelling_copy(resource)
+    return Party(travelling_copy(organization), config.endpoint)
 
 
 async def route_to(session: StoreSession, context: FhirContext, reference: str) -> Route | None:
@@ -113,7 +126,7 @@ async def route_to(session: StoreSession, context: FhirContext, reference: str) 
     for endpoint in endpoints:
         channel = _channel(endpoint)
         if channel and endpoint.get("status") == "active" and endpoint.get("address"):
-            return Route(channel, Party(_clean(organization), str(endpoint["address"]).rstrip("/")))
+            return Route(channel, Party(travelling_copy(organization), str(endpoint["address"]).rstrip("/")))
     return None
 
 
@@ -124,17 +137,48 @@ def _channel(endpoint: dict[str, Any]) -> str | None:
     return None
 
 
-async def partner_map(session: StoreSession, context: FhirContext, config: ReferralConfig) -> dict[str, frozenset[Tie]]:
-    """Allowed partner address → identifiers of the organisation whose Endpoint has that address
-    (empty when no stored Endpoint vouches for it: then no sender can claim it)."""
-    partners: dict[str, set[Tie]] = {address: set() for address in config.partners}
+@dataclass(frozen=True)
+class Partner:
+    """A configured partner address and the organisation whose Endpoint has it (None and no
+    identifiers when no stored Endpoint vouches for it: then no sender can claim it)."""
+
+    ties: frozenset[Tie]
+    organization: dict[str, Any] | None
+
+
+async def partner_map(session: StoreSession, context: FhirContext, config: ReferralConfig) -> dict[str, Partner]:
+    """Allowed partner address → the organisation behind it."""
+    partners: dict[str, Partner] = {address: Partner(frozenset(), None) for address in config.partners}
     params = [("connection-type", ",".join(f"{codes.CHANNEL}|{c}" for c in sorted(CHANNELS))), ("status", "active")]
     for endpoint in await _search(session, context, "Endpoint", params, 1000):
         address = str(endpoint.get("address", "")).rstrip("/")
         owner = (endpoint.get("managingOrganization") or {}).get("reference")
-        if address in partners and isinstance(owner, str):
-            partners[address] |= identifiers_of(await load(session, owner))
-    return {address: frozenset(ties) for address, ties in partners.items()}
+        organization = await load(session, owner) if address in partners and isinstance(owner, str) else None
+        if organization is not None:
+            partners[address] = Partner(partners[address].ties | identifiers_of(organization), travelling_copy(organization))
+    return partners
+
+
+class Parties:
+    """This server's own party and its partners, read from the store at most every `ttl` seconds:
+    every message needs them, and an Organization or Endpoint change takes effect within `ttl`."""
+
+    def __init__(self, config: ReferralConfig, ttl: float = 5.0) -> None:
+        self.config = config
+        self.ttl = ttl
+        self._read_at = -ttl
+        self._value: tuple[Party | None, dict[str, Partner]] = (None, {})
+
+    async def get(self, context: FhirContext) -> tuple[Party | None, dict[str, Partner]]:
+        if time.monotonic() - self._read_at >= self.ttl:
+            async with context.store.reading() as session:
+                try:
+                    us: Party | None = await own_party(session, context, self.config)
+                except FhirError:  # not set up (yet): messages are answered, not processed
+                    us = None
+                self._value = (us, await partner_map(session, context, self.config))
+            self._read_at = time.monotonic()
+        return self._value
 
 
 async def gather(

@@ -44,7 +44,7 @@ from app.referral.workflow import DECISIONS
 from app.services import resources
 from app.services.context import FhirContext
 from app.services.referrals.config import ReferralConfig
-from app.services.referrals.directory import find_by_identifiers, load, own_party, partner_map
+from app.services.referrals.directory import Parties, find_by_identifiers, load
 from app.services.referrals.hooks import internal
 from app.services.referrals.importing import import_entries, refuse_unexpected
 from app.services.stored import format_instant
@@ -63,19 +63,37 @@ class Receipt:
     session: StoreSession
     context: FhirContext  # the internal one: state machine on, activation off
     us: Party
+    sender: Party  # our record of the sending partner
     message: Message
 
+    def known_parties(self) -> dict[str, str]:
+        """fullUrl → local reference for the message's sender and receiver Organizations: they
+        are the partner and us, already stored here."""
+        known = {}
+        header = self.message.header
+        sender_url = self.message.url_of(header["sender"]["reference"])
+        if sender_url:
+            known[sender_url] = self.sender.reference
+        for destination in header.get("destination", []):
+            receiver = self.message.resolve(str((destination.get("receiver") or {}).get("reference", "")))
+            url = self.message.url_of(str((destination.get("receiver") or {}).get("reference", "")))
+            if url and receiver is not None and identifiers_of(receiver) & identifiers_of(self.us.organization):
+                known[url] = self.us.reference
+        return known
 
-async def process_message(context: FhirContext, config: ReferralConfig, body: Any) -> dict[str, Any]:
+
+async def process_message(context: FhirContext, config: ReferralConfig, parties: Parties, body: Any) -> dict[str, Any]:
     """The acknowledgement Bundle for the message `body` (400 when it has no MessageHeader id)."""
-    async with context.store.reading() as session:
-        us = await _us(session, context, config)
+    found_us, partners = await parties.get(context)
+    us = found_us or _UNCONFIGURED(config)
     try:
         message = read_message(body, config.identifiers, config.endpoint, config.max_entries)
-        async with context.store.reading() as session:
-            check_sender(message, await partner_map(session, context, config))
+        check_sender(message, {address: partner.ties for address, partner in partners.items()})
     except Rejected as rejected:
-        return await _answer(context, us, body, "fatal-error", rejected.issues)
+        return _answer(context, us, body, "fatal-error", rejected.issues, _sender_copy(context, body))
+    partner = partners[message.source_endpoint.rstrip("/")]
+    assert partner.organization is not None  # check_sender matched its identifiers
+    to = Party(partner.organization, message.source_endpoint)
     digest = content_hash(body)
     try:
         async with context.store.writing() as session:
@@ -87,52 +105,48 @@ async def process_message(context: FhirContext, config: ReferralConfig, body: An
                 answer: dict[str, Any] = orjson.loads(earlier.ack)
                 return answer
             refuse_unexpected(list(message.entries.items()))
-            exchange = await _HANDLERS[message.event](Receipt(session, internal(context), us, message))
-            ack = await _answer(context, us, body, "ok", [], session)
+            exchange = await _HANDLERS[message.event](Receipt(session, internal(context), us, to, message))
+            ack = _answer(context, us, body, "ok", [], to)
             record = outbox.InboxRecord(
                 message.id, exchange, message.source_endpoint, digest, context.clock(), orjson.dumps(body), orjson.dumps(ack)
             )
             await outbox.record_processed(session, record)
         return ack
     except Rejected as rejected:
-        return await _answer(context, us, body, "fatal-error", rejected.issues)
+        return _answer(context, us, body, "fatal-error", rejected.issues, to)
     except NotYet as waiting:
-        return await _answer(context, us, body, "transient-error", [Issue("error", "transient", str(waiting))])
+        return _answer(context, us, body, "transient-error", [Issue("error", "transient", str(waiting))], to)
     except outbox.DuplicateMessage:
         async with context.store.reading() as session:
             earlier = await outbox.processed(session, message.id)
         if earlier is None:
-            return await _answer(context, us, body, "transient-error", [Issue("error", "transient", "Processed concurrently; send again")])
+            return _answer(context, us, body, "transient-error", [Issue("error", "transient", "Processed concurrently; send again")], to)
         answer = orjson.loads(earlier.ack)
         return answer
     except FhirError as error:
         if error.category is ErrorCategory.CONFLICT:  # a concurrent change of the same record
-            return await _answer(context, us, body, "transient-error", error.issues)
-        return await _answer(context, us, body, "fatal-error", error.issues)
+            return _answer(context, us, body, "transient-error", error.issues, to)
+        return _answer(context, us, body, "fatal-error", error.issues, to)
     except DBAPIError:
-        return await _answer(context, us, body, "transient-error", [Issue("error", "transient", "The database cannot take the message now")])
+        return _answer(context, us, body, "transient-error", [Issue("error", "transient", "The database cannot take the message now")], to)
 
 
-async def _us(session: StoreSession, context: FhirContext, config: ReferralConfig) -> Party:
-    try:
-        return await own_party(session, context, config)
-    except FhirError:  # not set up: still answer, so the sender knows (and retries later)
-        return Party({"resourceType": "Organization", "id": "unconfigured", "name": "BackPath (no messaging identity)"}, config.endpoint or "urn:backpath:unconfigured")
+def _UNCONFIGURED(config: ReferralConfig) -> Party:
+    """Who answers while this server has no messaging identity: the sender learns it and retries."""
+    return Party({"resourceType": "Organization", "id": "unconfigured", "name": "BackPath (no messaging identity)"}, config.endpoint or "urn:backpath:unconfigured")
 
 
-async def _answer(
-    context: FhirContext, us: Party, body: Any, code: str, issues: list[Issue], session: StoreSession | None = None
-) -> dict[str, Any]:
+def _answer(context: FhirContext, us: Party, body: Any, code: str, issues: list[Issue], to: Party | None) -> dict[str, Any]:
     header_id = header_id_of(body)
     if header_id is None:  # read_message raised 400 before anything else could happen
         raise FhirError(ErrorCategory.MALFORMED, "The message has no MessageHeader id")
-    to = await _reply_party(context, body, session)
     outcome = operation_outcome(issues) if issues else None
     return acknowledgement(context.new_id(), header_id, code, us, format_instant(context.clock()), to, outcome)
 
 
-async def _reply_party(context: FhirContext, body: Any, session: StoreSession | None) -> Party | None:
-    """Whom the acknowledgement is addressed to: the sender (our own record of it when we know it)."""
+def _sender_copy(context: FhirContext, body: Any) -> Party | None:
+    """For a refused message: the sender as the message describes it (under a fresh id, so it
+    cannot collide with a record of ours), at the source endpoint it names."""
     entries: list[dict[str, Any]] = [e["resource"] for e in body.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     header = entries[0] if entries and entries[0].get("resourceType") == "MessageHeader" else None
     if header is None:
@@ -142,16 +156,10 @@ async def _reply_party(context: FhirContext, body: Any, session: StoreSession | 
     sender = next((r for r in entries if r.get("resourceType") == "Organization" and sender_ref.endswith(f"Organization/{r.get('id')}")), None)
     if not isinstance(endpoint, str) or sender is None:
         return None
-    ties = identifiers_of(sender)
-    known = None
-    if ties:
-        if session is not None:
-            known = await find_by_identifiers(session, context, "Organization", ties)
-        else:
-            async with context.store.reading() as reading:
-                known = await find_by_identifiers(reading, context, "Organization", ties)
-    organization = known or {"resourceType": "Organization", "id": context.new_id(), "identifier": sender.get("identifier", []), "name": sender.get("name", "")}
-    return Party({k: v for k, v in organization.items() if k not in ("meta", "endpoint", "text")}, endpoint)
+    copy: dict[str, Any] = {"resourceType": "Organization", "id": context.new_id(), "name": str(sender.get("name", ""))}
+    if isinstance(sender.get("identifier"), list):
+        copy["identifier"] = [i for i in sender["identifier"] if isinstance(i, dict)]
+    return Party(copy, endpoint)
 
 
 # ---------------------------------------------------------------- events
@@ -177,7 +185,7 @@ async def _new_referral(receipt: Receipt) -> str:
     if message.role == "cc":  # an informational copy: kept as it came, no work item here
         await resources.create_in(receipt.session, receipt.context, "Bundle", message.body, resource_id=receipt.context.new_id())
         return referral_id
-    if await find_by_identifiers(receipt.session, receipt.context, "Task", {(codes.REFERRAL_ID, referral_id)}) is not None:
+    if await outbox.exchange_known(receipt.session, referral_id):
         raise Rejected([Issue("error", "duplicate", f"The referral {referral_id} was already received", ("MessageHeader.focus",))])
     request = dict(entries)[request_url]
     subject = _resolve(entries, request.get("subject"), request_url)
@@ -188,7 +196,7 @@ async def _new_referral(receipt: Receipt) -> str:
         # Our copy of the request is open until we decide (the NL emitted copy says `completed`).
         return {**resource, "status": "active", "intent": "order"} if url == request_url else resource
 
-    local = await import_entries(receipt.session, receipt.context, entries, adjust=adjust)
+    local = await import_entries(receipt.session, receipt.context, entries, known=receipt.known_parties(), adjust=adjust)
     if document is not None:
         await resources.create_in(receipt.session, receipt.context, "Bundle", document, resource_id=receipt.context.new_id())
     requester = _resolve(entries, request.get("requester"), request_url)
@@ -262,7 +270,10 @@ async def _referral_update(receipt: Receipt) -> str:
     # The patient is the one of our Task, whatever the message calls it.
     patient = local_task["for"]["reference"]
     subject = _resolve(entries, remote[1].get("for"), remote[0]) if remote else None
-    local = await import_entries(session, context, entries, known={subject[0]: patient} if subject else {})
+    known = receipt.known_parties()
+    if subject:
+        known[subject[0]] = patient
+    local = await import_entries(session, context, entries, known=known)
     document_patients = {url: patient for url, r in document_entries if r["resourceType"] == "Patient"}
     local.update(await import_entries(session, context, document_entries, known=document_patients))
     change = _change(message, decision.code, remote, local, documents, document_entries)
