@@ -39,10 +39,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import run_core  # noqa: E402  (the process handling and logging of the core benchmark)
+import run_core
 
-from app.referral import codes  # noqa: E402
-from app.referral.medcom import Envelope, Party, message_bundle, provenance  # noqa: E402
+from app.referral import codes
+from app.referral.medcom import Envelope, Party, message_bundle, provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = ROOT / "bench" / "wrk" / "message.lua"
@@ -186,7 +186,7 @@ def activate(base: str, count: int, pause: float) -> None:
 
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
 def database_urls(kind: str, folder: Path) -> tuple[str, str]:
@@ -206,7 +206,7 @@ def database_urls(kind: str, folder: Path) -> tuple[str, str]:
 def bench(kind: str, args: argparse.Namespace, wrk: str) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix=f"backpath-bench-msg-{kind}-"))
     receiver_db, sender_db = database_urls(kind, folder)
-    receiver_port, sender_port = run_core._free_port(), run_core._free_port()  # noqa: SLF001
+    receiver_port, sender_port = run_core._free_port(), run_core._free_port()
     receiver_address, sender_address = f"http://127.0.0.1:{receiver_port}", f"http://127.0.0.1:{sender_port}"
     receiver = server("receiver", receiver_db, folder, RECEIVER, sender_address, receiver_port, args.workers)
     sender = server("sender", sender_db, folder, SENDER, receiver_address, sender_port, args.workers)

@@ -10,7 +10,6 @@ code for the answer document is not verified). DK: LOINC 18842-5 Discharge summa
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,15 +101,3 @@ def report_composition(
 def _coded(system: str, code: str) -> dict[str, Any]:
     return {"coding": [{"system": system, "code": code}]}
 
-
-def section_entries(composition: dict[str, Any]) -> Sequence[str]:
-    """Every reference in the Composition's sections (nested too)."""
-    found: list[str] = []
-
-    def walk(sections: list[dict[str, Any]]) -> None:
-        for section in sections:
-            found.extend(e["reference"] for e in section.get("entry", []) if isinstance(e, dict) and "reference" in e)
-            walk(section.get("section", []))
-
-    walk(composition.get("section", []))
-    return found

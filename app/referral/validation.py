@@ -32,6 +32,7 @@ __all__ = [
     "Tie",
     "check_sender",
     "content_hash",
+    "header_id_of",
     "identifiers_of",
     "read_message",
 ]
@@ -115,9 +116,8 @@ class Message:
 
 def header_id_of(body: Any) -> str | None:
     """The id of the message's MessageHeader, wherever it is, if it has a valid one."""
-    if not isinstance(body, dict):
-        return None
-    for entry in body.get("entry") or [] if isinstance(body.get("entry"), list) else []:
+    entries = body.get("entry") if isinstance(body, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if isinstance(resource, dict) and resource.get("resourceType") == "MessageHeader":
             header_id = resource.get("id")
@@ -282,7 +282,8 @@ def _addressed_role(
 
 def _use(destination: Any) -> str:
     """MedCom's destination-use (primary or cc); a destination without it is primary."""
-    for extension in (destination or {}).get("extension") or [] if isinstance(destination, dict) else []:
+    extensions = destination.get("extension") if isinstance(destination, dict) else None
+    for extension in extensions if isinstance(extensions, list) else []:
         if isinstance(extension, dict) and extension.get("url") == codes.DESTINATION_USE_EXTENSION:
             return str((extension.get("valueCoding") or {}).get("code"))
     return "primary"

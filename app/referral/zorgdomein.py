@@ -16,7 +16,6 @@ from typing import Any
 
 from app.referral import codes
 from app.referral.medcom import full_url, with_narrative
-from app.referral.references import references
 from app.referral.reports import text_block
 
 __all__ = ["RequestContent", "cancellation_composition", "document_bundle", "request_composition"]
@@ -126,6 +125,3 @@ def document_bundle(document_id: str, base: str, timestamp: str, composition: di
         "entry": [{"fullUrl": full_url(base, r), "resource": with_narrative(r)} for r in unique.values()],
     }
 
-
-def composition_references(composition: dict[str, Any]) -> list[str]:
-    return [reference for _, reference in references(composition)]

@@ -39,6 +39,16 @@ def configure(sender: Site, receiver: Site, **env: str) -> None:
         )
 
 
+def start_pair(servers: Callable[[str], Server], sender: tuple[Org, str], receiver: tuple[Org, str], **env: str) -> tuple[Site, Site]:
+    """Two real servers, each on a database of its own (named by the second element), each its
+    organisation and the other's partner; started."""
+    first, second = Site(sender[0], servers(sender[1])), Site(receiver[0], servers(receiver[1]))
+    configure(first, second, **env)
+    first.server.start()
+    second.server.start()
+    return first, second
+
+
 async def introduce(sender: Site, receiver: Site) -> Practice:
     """Store each organisation at both servers (the other with its Endpoint); the GP practice's
     practitioner and role at the sender. Returns the practice."""

@@ -13,13 +13,13 @@ import pytest
 from app.referral import codes
 from tests.e2e.referral_flow import (
     Site,
-    configure,
     introduce,
     operation,
     output,
     read,
     referral_id,
     referral_task,
+    start_pair,
     status_is,
     wait_for,
 )
@@ -30,12 +30,7 @@ from tests.servers import Server
 @pytest.fixture
 def dk_pair(servers: Callable[[str], Server]) -> tuple[Site, Site]:
     """Two real servers with their own databases: a GP practice and a spine unit."""
-    gp = Site(dk_org("gp-practice"), servers("dk_gp"))
-    spine = Site(dk_org("spine-unit"), servers("dk_spine"))
-    configure(gp, spine)
-    gp.server.start()
-    spine.server.start()
-    return gp, spine
+    return start_pair(servers, (dk_org("gp-practice"), "dk_gp"), (dk_org("spine-unit"), "dk_spine"))
 
 
 async def _refer(gp: Site, spine: Site) -> tuple[str, dict[str, str]]:
@@ -99,12 +94,7 @@ async def _processed(server: Server, message_id: object) -> int:
 @pytest.fixture
 def dk_pair_retrying(servers: Callable[[str], Server]) -> tuple[Site, Site]:
     """The pair again, the GP giving up after 5 attempts (0.5 s, 1 s, 2 s, 2 s apart)."""
-    gp = Site(dk_org("gp-practice"), servers("dk_gp_retry"))
-    spine = Site(dk_org("spine-unit"), servers("dk_spine_retry"))
-    configure(gp, spine, BACKPATH_DELIVERY_MAX_ATTEMPTS="5")
-    gp.server.start()
-    spine.server.start()
-    return gp, spine
+    return start_pair(servers, (dk_org("gp-practice"), "dk_gp_retry"), (dk_org("spine-unit"), "dk_spine_retry"), BACKPATH_DELIVERY_MAX_ATTEMPTS="5")
 
 
 async def test_receiver_down_for_a_while_gets_the_message_once_after_retries(dk_pair_retrying: tuple[Site, Site]) -> None:

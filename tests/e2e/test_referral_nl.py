@@ -12,12 +12,12 @@ import pytest
 from app.referral import codes
 from tests.e2e.referral_flow import (
     Site,
-    configure,
     introduce,
     operation,
     output,
     read,
     referral_id,
+    start_pair,
     status_is,
     wait_for,
 )
@@ -37,12 +37,7 @@ from tests.servers import Server
 @pytest.fixture
 def nl_pair(servers: Callable[[str], Server]) -> tuple[Site, Site]:
     """Two real servers with their own databases: a GP practice and a physiotherapy practice."""
-    gp = Site(nl_org("gp-practice"), servers("nl_gp"))
-    physio = Site(nl_org("physio-practice"), servers("nl_physio"))
-    configure(gp, physio)
-    gp.server.start()
-    physio.server.start()
-    return gp, physio
+    return start_pair(servers, (nl_org("gp-practice"), "nl_gp"), (nl_org("physio-practice"), "nl_physio"))
 
 
 async def test_meekijkconsult_with_sbst_ends_with_the_hasp_report_in_the_gps_record(nl_pair: tuple[Site, Site]) -> None:
