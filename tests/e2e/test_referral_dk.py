@@ -72,6 +72,7 @@ async def test_dk_referral_is_acknowledged_accepted_and_reported_back(dk_pair: t
         assert completed["status"] == "completed"
 
     done = await wait_for(gp, rid, status_is("completed"))
+    assert sorted(o["type"]["text"] for o in done["output"]) == ["appointment", "report"]  # each arrived once
     async with gp.client() as client:
         composition = await read(client, output(done, "report"))
         assert composition["type"]["coding"][0]["code"] == codes.DISCHARGE_SUMMARY

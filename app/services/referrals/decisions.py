@@ -274,7 +274,10 @@ async def _reply(decided: Decided, route: Route, code: str, referral_id: str, ta
         received = await last_message(session, referral_id, "received")
         previous = (received.message_id, "revision") if received else None
     documented = route.country == "NL" and code in ("report", "cancel")
-    seeds = [{k: v for k, v in task.items() if k != "output"} if documented else task, *decided.supplied]
+    # Only what this decision produced travels: earlier outputs are already on the other side.
+    made = {f"{r['resourceType']}/{r['id']}" for r in decided.created}
+    outputs = [o for o in task.get("output", []) if (o.get("valueReference") or {}).get("reference") in made and not documented]
+    seeds = [{**{k: v for k, v in task.items() if k != "output"}, **({"output": outputs} if outputs else {})}, *decided.supplied]
     if not documented:
         seeds += decided.created
     payload, _ = await gather(session, seeds, reply=True)
