@@ -94,8 +94,14 @@ async def _processed(server: Server, message_id: object) -> int:
 
 @pytest.fixture
 def dk_pair_retrying(servers: Callable[[str], Server]) -> tuple[Site, Site]:
+    """The pair again, the GP retrying 0.5 s, 1 s, then every 2 s, up to 40 attempts."""
+    return start_pair(servers, (dk_org("gp-practice"), "dk_gp_retry"), (dk_org("spine-unit"), "dk_spine_retry"), BACKPATH_DELIVERY_MAX_ATTEMPTS="40")
+
+
+@pytest.fixture
+def dk_pair_giving_up(servers: Callable[[str], Server]) -> tuple[Site, Site]:
     """The pair again, the GP giving up after 5 attempts (0.5 s, 1 s, 2 s, 2 s apart)."""
-    return start_pair(servers, (dk_org("gp-practice"), "dk_gp_retry"), (dk_org("spine-unit"), "dk_spine_retry"), BACKPATH_DELIVERY_MAX_ATTEMPTS="5")
+    return start_pair(servers, (dk_org("gp-practice"), "dk_gp_give_up"), (dk_org("spine-unit"), "dk_spine_give_up"), BACKPATH_DELIVERY_MAX_ATTEMPTS="5")
 
 
 async def test_receiver_down_for_a_while_gets_the_message_once_after_retries(dk_pair_retrying: tuple[Site, Site]) -> None:
@@ -111,7 +117,7 @@ async def test_receiver_down_for_a_while_gets_the_message_once_after_retries(dk_
     spine.server.start()
     received = await wait_for(spine, rid, status_is("received"))
     await wait_for(gp, rid, status_is("received"))
-    assert await _processed(spine.server, message_id) == 1
+    assert await _processed(spine.server, message_id) == 1  # one delivery processed, however many tries
     [(_, status, _)] = await _outbox(gp.server, rid)
     assert status == "delivered"
     async with spine.client() as client:
@@ -120,8 +126,8 @@ async def test_receiver_down_for_a_while_gets_the_message_once_after_retries(dk_
     await wait_for(gp, rid, status_is("accepted"))
 
 
-async def test_exhausted_delivery_marks_the_task_failed_and_resend_delivers_it(dk_pair_retrying: tuple[Site, Site]) -> None:
-    gp, spine = dk_pair_retrying
+async def test_exhausted_delivery_marks_the_task_failed_and_resend_delivers_it(dk_pair_giving_up: tuple[Site, Site]) -> None:
+    gp, spine = dk_pair_giving_up
     await introduce(gp, spine)
     spine.server.stop()
     rid, _ = await _refer_again(gp, spine)
@@ -144,9 +150,12 @@ async def test_sender_killed_mid_delivery_loses_nothing_and_sends_nothing_twice(
     await introduce(gp, spine)
     spine.server.pause()  # its socket still accepts: the GP's request goes out and waits
     rid, _ = await _refer_again(gp, spine)
-    await asyncio.sleep(0.5)
-    [(message_id, status, attempts)] = await _outbox(gp.server, rid)
-    assert (status, attempts) == ("pending", 1)  # claimed and on the wire, not yet acknowledged
+    for _ in range(50):  # until the worker has claimed it and its request is on the wire
+        [(message_id, status, attempts)] = await _outbox(gp.server, rid)
+        if int(str(attempts)) >= 1:
+            break
+        await asyncio.sleep(0.1)
+    assert status == "pending" and int(str(attempts)) >= 1  # not yet acknowledged
     gp.server.kill()
     spine.server.resume()
     await wait_for(spine, rid, status_is("received"))  # the receiver processed what reached it
@@ -155,7 +164,7 @@ async def test_sender_killed_mid_delivery_loses_nothing_and_sends_nothing_twice(
     gp.server.start()  # same database, same address: the outbox is still there
     await wait_for(gp, rid, status_is("received"))
     [(_, status, attempts)] = await _outbox(gp.server, rid)
-    assert status == "delivered" and int(str(attempts)) == 2  # sent again after the restart …
+    assert status == "delivered" and int(str(attempts)) >= 2  # sent again after the restart …
     assert await _processed(spine.server, message_id) == 1  # … and processed once
     async with spine.client() as client:
         assert (await referral_task(client, rid)) is not None
