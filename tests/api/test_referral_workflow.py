@@ -3,6 +3,7 @@ activation, the Task state machine and its guard, every decision on both sides, 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -306,3 +307,24 @@ async def test_cc_receivers_get_the_same_message_for_information(settings: Setti
         kept = (await copy.client.get("/Bundle", params={"type": "message"})).json()
         assert [e["resource"]["entry"][0]["resource"]["id"] for e in kept["entry"]] == [primary["id"]]  # stored, no Task there
         assert not (await copy.client.get("/Task", params={"identifier": f"{codes.REFERRAL_ID}|{rid}"})).json()["entry"]
+
+
+async def test_a_referral_posted_in_a_transaction_with_its_patient_is_activated_with_it(exchange: Exchange) -> None:
+    person = patient("DK")
+    temporary = f"urn:uuid:{uuid.uuid4()}"
+    request = referral(temporary, exchange.practice.role_reference, exchange.spine.org.reference, country="DK")
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": temporary, "resource": person, "request": {"method": "POST", "url": "Patient"}},
+            {"resource": request, "request": {"method": "POST", "url": "ServiceRequest"}},
+        ],
+    }
+    response = await exchange.gp.client.post("/", json=bundle, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    location = response.json()["entry"][1]["response"]["location"].split("/_history")[0]
+    stored = await _read(exchange.gp, location)
+    [sent] = await _messages(exchange.gp, _rid(stored))
+    shipped = next(e["resource"] for e in sent["entry"] if e["resource"]["resourceType"] == "Patient")
+    assert shipped["identifier"] == person["identifier"]
