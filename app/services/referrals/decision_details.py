@@ -52,7 +52,7 @@ class Decided:
         return ""
 
     async def create(self, resource: dict[str, Any]) -> str:
-        resource_id = resource.get("id") or self.context.new_id()
+        resource_id = self.context.new_id()  # a caller's id never decides where a record lands here
         result = await resources.create_in(self.session, self.context, resource["resourceType"], resource, resource_id=resource_id)
         stored: dict[str, Any] = orjson.loads(result.stored.content or b"{}")
         self.created.append(stored)
