@@ -156,6 +156,7 @@ async def test_sender_killed_mid_delivery_loses_nothing_and_sends_nothing_twice(
             break
         await asyncio.sleep(0.1)
     assert status == "pending" and int(str(attempts)) >= 1  # not yet acknowledged
+    await asyncio.sleep(1.0)  # the claim is committed just before the POST: let the request go out
     gp.server.kill()
     spine.server.resume()
     await wait_for(spine, rid, status_is("received"))  # the receiver processed what reached it
