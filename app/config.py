@@ -21,6 +21,11 @@ def _env_bool(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
 def _env_list(name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in os.environ.get(name, "").split(",") if part.strip())
 
@@ -61,6 +66,20 @@ class Settings:
     token_lifetime_seconds: int = field(default_factory=lambda: _env_int("BACKPATH_TOKEN_LIFETIME_SECONDS", 300))
     cors_origins: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_CORS_ORIGINS"))
     audit: bool = field(default_factory=lambda: _env_bool("BACKPATH_AUDIT", True))
+    # Referrals and messages (README "Referrals and messages"): who this server is, whom it talks to,
+    # and how hard it tries to deliver.
+    organization_identifiers: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_ORGANIZATION_IDENTIFIERS"))
+    endpoint: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_ENDPOINT") or None)
+    partner_endpoints: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_PARTNER_ENDPOINTS"))
+    referral_cc: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_REFERRAL_CC"))
+    delivery_max_attempts: int = field(default_factory=lambda: _env_int("BACKPATH_DELIVERY_MAX_ATTEMPTS", 8))
+    delivery_retry_base_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_RETRY_BASE_SECONDS", 2.0))
+    delivery_retry_max_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_RETRY_MAX_SECONDS", 300.0))
+    delivery_timeout_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_TIMEOUT_SECONDS", 10.0))
+    delivery_poll_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_POLL_SECONDS", 1.0))
+    delivery_lease_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_LEASE_SECONDS", 30.0))
+    outbound_bearer_token: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_OUTBOUND_BEARER_TOKEN") or None)
+    message_max_entries: int = field(default_factory=lambda: _env_int("BACKPATH_MESSAGE_MAX_ENTRIES", 200))
 
     @property
     def audience(self) -> str | None:

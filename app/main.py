@@ -28,13 +28,14 @@ from app.security.backend import ReplayGuard, load_clients, load_signing_key
 from app.services.audit import AuditTrail
 from app.services.capability import capability_statement
 from app.services.content import install_content
-from app.services.context import FhirContext, utc_now_ms
+from app.services.context import FhirContext, merged_write_hooks, utc_now_ms
 from app.services.definitions import DEFINITION_WRITE_HOOKS
 from app.services.operations import OperationRegistry
 from app.services.pathway import ACTIVITY_DEFINITION_APPLY, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY
 from app.services.questionnaire_extract import EXTRACT
 from app.services.questionnaire_populate import POPULATE
 from app.services.questionnaires import score_questionnaire_response
+from app.services.referrals import ReferralService
 from app.services.stored import format_instant
 from app.services.validate import VALIDATE
 from app.storage import migrate
@@ -64,26 +65,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await migrate.upgrade(engine)
         content = read_content(settings.content_dirs)
         definitions = [*official_search_parameters(), *(r for r in content if r["resourceType"] == "SearchParameter")]
+        referrals = ReferralService.from_settings(settings)
         context = FhirContext(
             store=Store(engine),
             search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES),
             default_count=settings.default_count,
             max_count=settings.max_count,
-            write_hooks={"QuestionnaireResponse": [score_questionnaire_response], **DEFINITION_WRITE_HOOKS},
+            write_hooks=merged_write_hooks(
+                {"QuestionnaireResponse": [score_questionnaire_response]}, DEFINITION_WRITE_HOOKS, referrals.write_hooks
+            ),
         )
         changed = await install_content(context, content)
         log.info("content loaded", extra={"status": f"{len(content)} resources, {changed} new or changed"})
         operations = OperationRegistry(
-            [VALIDATE, EXTRACT, POPULATE, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY, ACTIVITY_DEFINITION_APPLY]
+            [
+                VALIDATE,
+                EXTRACT,
+                POPULATE,
+                PLAN_DEFINITION_APPLY,
+                PLAN_DEFINITION_R5_APPLY,
+                ACTIVITY_DEFINITION_APPLY,
+                *referrals.operations,
+            ]
         )
         app.state.fhir = context
         app.state.operations = operations
+        app.state.referrals = referrals
         app.state.capability_statement = capability_statement(
             context, operations, settings.base_url or "", format_instant(utc_now_ms()),
             None if settings.dev_mode else oauth.smart_security(settings),
         )
         app.state.audit = AuditTrail(context) if settings.audit else None
+        referrals.start(context)
         yield
+        await referrals.stop()
         if app.state.audit is not None:
             await app.state.audit.close()
         await engine.dispose()

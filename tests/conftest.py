@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,10 +21,9 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.main import create_app
-from tests import servers
+from tests.servers import ROOT, Server, scratch_database_url, start
 from tests.tokens import AUDIENCE, Issuer, KeyPair
 
-ROOT = servers.ROOT
 _TMP = Path(tempfile.mkdtemp(prefix="backpath-tests-"))
 
 
@@ -134,8 +133,31 @@ def live_server(database_url: str) -> Iterator[str]:
         url = f"sqlite+aiosqlite:///{_TMP / 'live.db'}"
     env = {"DATABASE_URL": url, "BACKPATH_DEV_MODE": "1", "BACKPATH_AUDIT": "0", "BACKPATH_LOG_LEVEL": "WARNING"}
     try:
-        server = servers.start(env, _TMP / "live.log")
+        server = start(env, _TMP / "live.log")
     except RuntimeError as failure:
         pytest.fail(str(failure))
-    yield server.base
+    yield server.url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def scratch_database(database_url: str) -> Callable[[str], str]:
+    """Makes a new empty database of the kind under test, named after the test database
+    (PostgreSQL: `<BACKPATH_PG_DBNAME>_<name>`), for servers that must not share one."""
+    return lambda name: scratch_database_url(database_url, _TMP, name)
+
+
+@pytest.fixture
+def servers(scratch_database: Callable[[str], str]) -> Iterator[Callable[[str], Server]]:
+    """Makes real BackPath servers, each on its own database and port (start them with
+    `.start()` once their environment is set); every one is stopped at the end of the test."""
+    made: list[Server] = []
+
+    def make(name: str) -> Server:
+        server = Server(name, scratch_database(name), _TMP, {})
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()

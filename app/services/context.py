@@ -12,7 +12,7 @@ from app.fhir.outcome import Issue
 from app.fhir.search_params import SearchParameterRegistry
 from app.storage.repository import Store, StoredVersion, StoreSession
 
-__all__ = ["FhirContext", "HookResult", "WriteHook", "utc_now_ms"]
+__all__ = ["FhirContext", "HookResult", "WriteHook", "merged_write_hooks", "utc_now_ms"]
 
 
 def utc_now_ms() -> datetime:
@@ -34,6 +34,15 @@ class HookResult:
 # inside the write's transaction after model validation, gets the current stored version (None on
 # create), may raise FhirError to refuse the write, and may write further resources in the session.
 WriteHook = Callable[["StoreSession", "FhirContext", dict[str, Any], StoredVersion | None], Awaitable[HookResult]]
+
+
+def merged_write_hooks(*tables: Mapping[str, Sequence[WriteHook]]) -> dict[str, tuple[WriteHook, ...]]:
+    """The hooks of several use cases per resource type, in the order the tables are given."""
+    merged: dict[str, tuple[WriteHook, ...]] = {}
+    for table in tables:
+        for resource_type, hooks in table.items():
+            merged[resource_type] = (*merged.get(resource_type, ()), *hooks)
+    return merged
 
 
 @dataclass(frozen=True)

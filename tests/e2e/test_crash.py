@@ -120,7 +120,7 @@ def test_acknowledged_writes_survive_sigkill(database_url: str, tmp_path: Path) 
     try:
         for kill_after in KILL_AFTER:
             load = Load(run=uuid.uuid4().hex[:10])
-            clients = [threading.Thread(target=_client, args=(server.base, load, n), daemon=True) for n in range(CLIENTS)]
+            clients = [threading.Thread(target=_client, args=(server.url, load, n), daemon=True) for n in range(CLIENTS)]
             for client in clients:
                 client.start()
             while load.acknowledged < kill_after and all(c.is_alive() for c in clients):
@@ -131,6 +131,6 @@ def test_acknowledged_writes_survive_sigkill(database_url: str, tmp_path: Path) 
                 client.join(timeout=30)
             assert load.acknowledged >= kill_after, log.read_text()[-2000:]
             server = servers.start(env, log)
-            _check(server.base, load)
+            _check(server.url, load)
     finally:
         server.stop()

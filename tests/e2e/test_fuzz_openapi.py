@@ -62,9 +62,9 @@ def fuzz_target(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     url = f"sqlite+aiosqlite:///{folder / 'fuzz.db'}" if database_url.startswith("sqlite") else database_url
     server = servers.start({"DATABASE_URL": url, "BACKPATH_DEV_MODE": "1", "BACKPATH_LOG_LEVEL": "WARNING"}, folder / "fuzz.log")
     try:
-        created = httpx.post(f"{server.base}/Patient", json=patient("Fuzz"), headers=FHIR_JSON).json()
-        httpx.post(f"{server.base}/Observation", json=observation(f"Patient/{created['id']}"), headers=FHIR_JSON)
-        yield FuzzTarget(server.base, url, created["id"])
+        created = httpx.post(f"{server.url}/Patient", json=patient("Fuzz"), headers=FHIR_JSON).json()
+        httpx.post(f"{server.url}/Observation", json=observation(f"Patient/{created['id']}"), headers=FHIR_JSON)
+        yield FuzzTarget(server.url, url, created["id"])
     finally:
         server.stop()
 

@@ -47,7 +47,7 @@ def test_a_full_flow_leaves_no_names_national_ids_or_tokens_in_the_log(tmp_path:
         "birthDate": "1970-12-24",
     }
     try:
-        with httpx.Client(base_url=server.base, timeout=30) as http:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
             clinician = auth("user/*.cruds user/AuditEvent.rs", fhirUser="Practitioner/leak-test")
             created = http.post("/Patient", json=person, headers=clinician)
             assert created.status_code == 201
