@@ -6,7 +6,9 @@ receiver down for a while, and with the sender killed mid-delivery."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
+from datetime import date, timedelta
 
 import pytest
 
@@ -23,8 +25,9 @@ from tests.e2e.referral_flow import (
     status_is,
     wait_for,
 )
-from tests.referral_data import FHIR_JSON, dk_org, parameters, patient, post, referral
-from tests.servers import Server
+from tests.factories import assessment_response, non_specific_answers, scored_sbst_response
+from tests.referral_data import FHIR_JSON, Org, dk_org, parameters, patient, post, referral
+from tests.servers import ROOT, Server
 
 
 @pytest.fixture
@@ -179,3 +182,64 @@ async def _refer_again(gp: Site, spine: Site) -> tuple[str, dict[str, str]]:
         person = await post(client, patient("DK"))
         request = await post(client, referral(f"Patient/{person['id']}", f"PractitionerRole/{role}", spine.org.reference, country="DK"))
     return referral_id(request), {"patient": f"Patient/{person['id']}"}
+
+
+def _rygheden() -> Org:
+    """Rygheden as the content describes it (`plandefinitions/Organization-dk-rygheden.json`)."""
+    content = json.loads((ROOT / "plandefinitions" / "Organization-dk-rygheden.json").read_text())
+    identifiers = [{"system": i["system"], "value": i["value"]} for i in content["identifier"]]
+    return Org(content["id"], content["name"], identifiers, "DK")
+
+
+@pytest.fixture
+def sjaelland_pair(servers: Callable[[str], Server]) -> tuple[Site, Site]:
+    """A GP practice in Region Sjælland and a server that is Rygheden (GLN 5790001992644)."""
+    return start_pair(servers, (dk_org("gp-practice"), "dk_gp_sjaelland"), (_rygheden(), "dk_rygheden"))
+
+
+async def test_sjaelland_pathway_proposes_rygheden_and_the_activated_referral_travels_to_the_report(
+    sjaelland_pair: tuple[Site, Site],
+) -> None:
+    """The whole DK flow from the pathway: $apply of dk-sjaelland for a patient not better at T8
+    proposes the Rygheden referral; the GP activates that proposal; it is delivered, acknowledged,
+    accepted with an Appointment and answered with a discharge report that completes the GP's Task."""
+    gp, rygheden = sjaelland_pair
+    practice = await introduce(gp, rygheden)
+    t0 = date.today() - timedelta(weeks=8)
+    async with gp.client() as client:
+        person = await post(client, patient("DK"))
+        subject = f"Patient/{person['id']}"
+        await post(client, scored_sbst_response(subject, 5, 2, authored=t0.isoformat()))
+        answers = non_specific_answers(t0.isoformat(), pain_duration_weeks=9, course="worse", considerable_impairment=True)
+        await post(client, assessment_response(subject, date.today().isoformat(), **answers))
+        applied = await client.get("/PlanDefinition/dk-sjaelland/$apply", params={"subject": subject, "practitioner": practice.role_reference}, headers=FHIR_JSON)
+        assert applied.status_code == 200, applied.text
+        proposals = [
+            r for r in applied.json().get("contained", [])
+            if r["resourceType"] == "ServiceRequest" and any(c.get("code") == "spine-centre-referral" for c in r["code"]["coding"])
+        ]
+        assert len(proposals) == 1, applied.text
+        proposal = proposals[0]
+        assert proposal["performer"][0]["reference"] == "Organization/dk-rygheden"
+        # The GP turns the proposal into the order: the pathway's request, now active, from the GP.
+        order = {k: v for k, v in proposal.items() if k not in ("id", "meta")}
+        order |= {"status": "active", "intent": "order", "requester": {"reference": practice.role_reference}}
+        request = await post(client, order)
+    rid = referral_id(request)
+
+    assert (await wait_for(gp, rid, status_is("received")))["businessStatus"]["coding"][0]["code"] == "delivered"
+    received = await wait_for(rygheden, rid, status_is("received"))
+    assert received["owner"]["reference"] == "Organization/dk-rygheden"
+    async with rygheden.client() as client:
+        their_request = await read(client, received["focus"]["reference"])
+        assert any(c.get("code") == "spine-centre-referral" for c in their_request["code"]["coding"])
+        slot = parameters(start={"valueDateTime": "2026-12-14T09:00:00Z"}, end={"valueDateTime": "2026-12-14T09:45:00Z"})
+        assert (await operation(client, f"/Task/{received['id']}/$accept", slot))["status"] == "accepted"
+    await wait_for(gp, rid, status_is("accepted"))
+    async with rygheden.client() as client:
+        report = parameters(findings="Lumbar disc degeneration L4-L5, no root compression.", advice="Interdisciplinary back programme.", followUp="GP follows up after the programme.")
+        assert (await operation(client, f"/Task/{received['id']}/$report", report))["status"] == "completed"
+    done = await wait_for(gp, rid, status_is("completed"))
+    async with gp.client() as client:
+        composition = await read(client, output(done, "report"))
+        assert composition["subject"]["reference"] == subject
