@@ -21,6 +21,11 @@ def _env_bool(name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _env_optional_bool(name: str) -> bool | None:
+    value = os.environ.get(name)
+    return None if value is None or not value.strip() else _env_bool(name, False)
+
+
 def _env_float(name: str, default: float) -> float:
     value = os.environ.get(name)
     return float(value) if value else default
@@ -33,6 +38,10 @@ def _env_list(name: str) -> tuple[str, ...]:
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
+def _cds_clients() -> str:
+    """The CDS client allowlist: JSON in the variable, or `@path` to a JSON file."""
+    value = os.environ.get("BACKPATH_CDS_CLIENTS", "")
+    return Path(value[1:]).read_text(encoding="utf-8") if value.startswith("@") else value
 
 
 def _content_dirs() -> tuple[Path, ...]:
@@ -80,6 +89,17 @@ class Settings:
     delivery_lease_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_LEASE_SECONDS", 30.0))
     outbound_bearer_token: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_OUTBOUND_BEARER_TOKEN") or None)
     message_max_entries: int = field(default_factory=lambda: _env_int("BACKPATH_MESSAGE_MAX_ENTRIES", 200))
+
+    # CDS Hooks: the regional PlanDefinition id a call applies unless it names another; client JWT
+    # authentication (None: on, except in development mode); the allowlist of CDS clients (JSON);
+    # the timeout of fetches from a client's fhirServer or jku; whether those may use plain http
+    # (None: only in development mode); the clock skew allowed for the JWT's exp and iat.
+    cds_pathway: str = field(default_factory=lambda: os.environ.get("BACKPATH_CDS_PATHWAY") or "nl-zel")
+    cds_client_auth: bool | None = field(default_factory=lambda: _env_optional_bool("BACKPATH_CDS_CLIENT_AUTH"))
+    cds_clients: str = field(default_factory=_cds_clients)
+    cds_fetch_timeout: float = field(default_factory=lambda: _env_float("BACKPATH_CDS_FETCH_TIMEOUT", 3.0))
+    cds_allow_http: bool | None = field(default_factory=lambda: _env_optional_bool("BACKPATH_CDS_ALLOW_HTTP"))
+    cds_jwt_leeway: int = field(default_factory=lambda: _env_int("BACKPATH_CDS_JWT_LEEWAY", 30))
 
     @property
     def audience(self) -> str | None:

@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from app import __version__
-from app.api import fhir_rest, oauth, system
+from app.api import cds_hooks, fhir_rest, oauth, system
 from app.api.audit import AuditMiddleware
 from app.api.auth import Authenticator
 from app.api.errors import install_error_handlers
@@ -27,6 +27,7 @@ from app.fhir.search_params import SearchParameterRegistry, official_search_para
 from app.security.backend import ReplayGuard, load_clients, load_signing_key
 from app.services.audit import AuditTrail
 from app.services.capability import capability_statement
+from app.services.cds import cds_hooks as cds_hooks_configuration
 from app.services.content import install_content
 from app.services.context import FhirContext, merged_write_hooks, utc_now_ms
 from app.services.definitions import DEFINITION_WRITE_HOOKS
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ]
         )
         app.state.fhir = context
+        app.state.cds_hooks = cds_hooks_configuration(settings)
         app.state.operations = operations
         app.state.referrals = referrals
         app.state.capability_statement = capability_statement(
@@ -129,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
     app.include_router(system.router)
     app.include_router(oauth.router)
+    app.include_router(cds_hooks.router)  # before the FHIR routes, whose /{resource_type} would match too
     app.include_router(fhir_rest.router)
     return app
 

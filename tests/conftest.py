@@ -24,6 +24,8 @@ from app.main import create_app
 from tests.servers import ROOT, Server, scratch_database_url, start
 from tests.tokens import AUDIENCE, Issuer, KeyPair
 
+pytest_plugins = ["tests.cds_support"]  # the CDS Hooks fixtures (client keys, stub server, app with client auth)
+
 _TMP = Path(tempfile.mkdtemp(prefix="backpath-tests-"))
 
 

@@ -27,6 +27,7 @@ class ErrorCategory(Enum):
     GONE = (410, "deleted")
     PRECONDITION_FAILED = (412, "conflict")
     MULTIPLE_MATCHES = (412, "multiple-matches")
+    DATA_UNAVAILABLE = (412, "incomplete")  # CDS Hooks: data the service needs is missing and cannot be fetched
     TOO_LARGE = (413, "too-long")
     UNSUPPORTED_MEDIA_TYPE = (415, "not-supported")
     INVALID_RESOURCE = (422, "invalid")

@@ -16,7 +16,10 @@ BackPath rules on top of the spec, documented in plandefinitions/README.md:
 - under `cqf-applicabilityBehavior` = `any` the children are tried in order and the first that
   applies wins; an undecided child stops the search too (a later alternative is only right when the
   earlier ones are known not to apply);
-- a group (child actions or a nested plan) that ends up with no actions is itself left out.
+- a group (child actions or a nested plan) that ends up with no actions is itself left out;
+- when the plan is applied for an event (a CDS Hooks hook), an action whose `named-event`
+  triggers do not name it does not apply; without an event (`$apply`) triggers are not evaluated,
+  as in clinical-reasoning.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ class ApplyInput:
     organization: str | None = None
     language: str | None = None
     anchor: date | None = None  # what timing offsets count from; None: today
+    event: str | None = None  # the named event (CDS Hooks hook) the plan is applied for, if any
 
     def environment(self) -> Environment:
         """`%subject`, `%patient`, `%encounter`, `%practitioner`, `%organization` as resolved
@@ -254,6 +258,8 @@ def _actions(
 def _action(
     definition: Mapping[str, Any], env: Environment, plan: Mapping[str, Any], request: ApplyInput, path: str, trail: tuple[str, ...]
 ) -> _Outcome:
+    if not _triggered_by(definition, request.event):
+        return _Outcome()
     label = f"{_name(plan)} action '{definition.get('id') or definition.get('title') or path}'"
     env, problems = env.with_variables(definition, plan)
     issues = [Issue("warning", "processing", f"{label}: {p}", (path,)) for p in problems]
@@ -407,6 +413,15 @@ def _goal(goal: Mapping[str, Any], request: ApplyInput) -> dict[str, Any]:
     if targets:
         result["target"] = targets
     return result
+
+
+def _triggered_by(action: Mapping[str, Any], event: str | None) -> bool:
+    """Whether an action applies for `event`: always without an event or without named-event
+    triggers, otherwise only when one of them names it."""
+    if event is None:
+        return True
+    names = [t.get("name") for t in action.get("trigger") or [] if t.get("type") == "named-event"]
+    return not names or event in names
 
 
 def _behavior(holder: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ from app.pathway.apply import ApplyInput, Artifacts
 __all__ = [
     "ASSESSMENT_FACTS",
     "ASSESSMENT_QUESTIONNAIRE",
+    "CALLER_INPUTS",
     "INPUT_NAMES",
     "SBST_CODES",
     "SBST_QUESTIONNAIRE",
@@ -57,6 +58,11 @@ ASSESSMENT_FACTS = (
     "multidisciplinary-need",
 )
 
+# Named inputs the caller supplies — CDS Hooks from the hook context and prefetch, `$apply` through
+# `parameters` — and that are empty when it does not: the draft orders of an order-select /
+# order-sign call, the subject's open ServiceRequests and Tasks, and its active Conditions.
+CALLER_INPUTS = ("draft-orders", "open-requests", "conditions")
+
 _SBST_INPUTS = ("sbst", "sbst-date", *SBST_CODES.values())
 _DERIVED = ("today", "t0", "days-since-t0", "weeks-since-t0", "age", "age-at-t0")
 INPUT_NAMES = frozenset({*_SBST_INPUTS, *ASSESSMENT_FACTS, "lbp-assessment", "assessment-date", *_DERIVED})
@@ -83,10 +89,11 @@ def pathway_input(
     """The frozen request of one BackPath `$apply`: the named inputs derived from `resources`,
     `known` resources by `Type/id` (subject, encounter, practitioner, organization), the clock
     read once, and timing anchored at T0 when it is known. `options` are further ApplyInput fields
-    (encounter, practitioner, organization, context_parameters, language)."""
+    (encounter, practitioner, organization, context_parameters, language, event)."""
     today = now.date()
     patient = known.get(subject) if subject.startswith("Patient/") else None
-    inputs = {**pathway_inputs(subject, patient, list(resources), today), **(parameters or {})}
+    caller: dict[str, Any] = {name: [] for name in CALLER_INPUTS}
+    inputs = {**caller, **pathway_inputs(subject, patient, list(resources), today), **(parameters or {})}
     t0 = inputs.get("t0")
     return ApplyInput(
         subject=subject,

@@ -19,7 +19,7 @@ from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.pathway.apply import CONTEXT_PARAMETERS
 from app.pathway.facts import INPUT_NAMES
 
-__all__ = ["ApplyParameters", "data_resources", "parse_apply_parameters"]
+__all__ = ["ApplyParameters", "data_resources", "lenient_check", "parse_apply_parameters"]
 
 _SUBJECT_TYPES = frozenset({"Patient", "Practitioner", "Organization", "Location", "Device", "Group"})
 _REFERENCE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})")
@@ -43,6 +43,7 @@ class ApplyParameters:
     parameters: Mapping[str, Any] = field(default_factory=dict)
     use_server_data: bool = True
     warnings: tuple[Issue, ...] = ()
+    event: str | None = None  # the CDS Hooks hook applying the plan (never set by $apply)
 
 
 def parse_apply_parameters(body: Any, query: Sequence[tuple[str, str]], definition_name: str) -> ApplyParameters:
@@ -183,11 +184,11 @@ def _single_resource(values: Mapping[str, list[Any]], name: str, warnings: list[
     expected = expected or name[0].upper() + name[1:]
     if resource.get("resourceType") != expected:
         raise FhirError(ErrorCategory.INVALID_PARAMETER, f"'{name}' must be a {expected}", (name,))
-    warnings.extend(_lenient(resource, name))
+    warnings.extend(lenient_check(resource, name))
     return resource
 
 
-def _lenient(resource: dict[str, Any], name: str) -> list[Issue]:
+def lenient_check(resource: dict[str, Any], name: str) -> list[Issue]:
     """Model-check a supplied resource: missing mandatory elements only warn (it is applied, not
     stored); any other problem refuses the call with 422."""
     try:

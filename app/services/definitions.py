@@ -1,4 +1,5 @@
-"""Knowledge artifacts for `$apply` (PlanDefinition, ActivityDefinition, Questionnaire), cached.
+"""Knowledge artifacts for `$apply` (PlanDefinition, ActivityDefinition, Questionnaire) and the
+CodeSystems the CDS cards read, cached.
 
 Applying a plan reads the same few definitions on every call, and reading them costs more than
 applying them. They are kept per store, dropped on every create or update of a definition type
@@ -61,4 +62,5 @@ async def _forget_definitions(
     return HookResult(resource)
 
 
-DEFINITION_WRITE_HOOKS: Mapping[str, list[WriteHook]] = {t: [_forget_definitions] for t in DEFINITION_TYPES}
+# CodeSystems are cached too (the CDS override reasons), though `$apply` never searches them.
+DEFINITION_WRITE_HOOKS: Mapping[str, list[WriteHook]] = {t: [_forget_definitions] for t in (*DEFINITION_TYPES, "CodeSystem")}

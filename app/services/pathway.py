@@ -8,7 +8,8 @@ https://hl7.org/fhir/R4/activitydefinition-operation-apply.html.
 The use case gathers what the pure engine (`app.pathway`) needs inside one read transaction — the
 definition, the subject's data (the `data` Bundle and, with `useServerData`, the stored Patient,
 SBST and assessment responses and score Observations), and every artifact the definition points to
-by canonical URL — then applies it. `$apply` is transient: it writes nothing.
+by canonical URL — then applies it. `$apply` is transient: it writes nothing. CDS Hooks calls the
+same use case (`apply_pathway`) with the data of its prefetch.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from app.fhir.outcome import ErrorCategory, FhirError
 from app.pathway.apply import (
     ApplyInput,
     Artifacts,
+    PlanResult,
     apply_activity,
     apply_plan_definition,
     referenced_definitions,
@@ -41,7 +43,7 @@ from app.services.operations import Operation, OperationCall, OperationResult
 from app.services.search import search_in
 from app.storage.repository import StoreSession
 
-__all__ = ["ACTIVITY_DEFINITION_APPLY", "PLAN_DEFINITION_APPLY", "PLAN_DEFINITION_R5_APPLY"]
+__all__ = ["ACTIVITY_DEFINITION_APPLY", "PLAN_DEFINITION_APPLY", "PLAN_DEFINITION_R5_APPLY", "apply_pathway"]
 
 # Searches run with a base that can never prefix a canonical URL (search rewrites its own base).
 _INTERNAL_BASE = "urn:backpath:pathway"
@@ -70,22 +72,27 @@ class _Reads:
         await self._stack.aclose()
 
 
+async def apply_pathway(context: FhirContext, params: ApplyParameters, plan_id: str | None = None) -> PlanResult:
+    """Apply a PlanDefinition (stored `plan_id`, else the one `params` give) for the first subject:
+    the computed result, not yet rendered. R4 `$apply` and the CDS Hooks services both run this."""
+    async with _Reads(context) as reads:
+        plan = await _definition(reads, context, plan_id, params, "PlanDefinition", "planDefinition")
+        return await _apply_for(reads, context, plan, params, params.subjects[0])
+
+
 async def apply_plan(context: FhirContext, call: OperationCall) -> OperationResult:
     """R4 `$apply`: one subject, a CarePlan."""
     params = parse_apply_parameters(call.body, call.query, "planDefinition")
     if len(params.subjects) > 1:
         raise FhirError(ErrorCategory.INVALID_PARAMETER, "R4 $apply returns one CarePlan: give one subject (or use $r5.apply)", ("subject",))
-    async with _Reads(context) as reads:
-        plan = await _plan_definition(reads, context, call, params)
-        result = await _apply_for(reads, context, plan, params, params.subjects[0])
-    return OperationResult(care_plan(result))
+    return OperationResult(care_plan(await apply_pathway(context, params, call.resource_id)))
 
 
 async def apply_plan_r5(context: FhirContext, call: OperationCall) -> OperationResult:
     """CPG `$apply` (`$r5.apply`): a Bundle per subject (a Parameters of them for several)."""
     params = parse_apply_parameters(call.body, call.query, "planDefinition")
     async with _Reads(context) as reads:
-        plan = await _plan_definition(reads, context, call, params)
+        plan = await _definition(reads, context, call.resource_id, params, "PlanDefinition", "planDefinition")
         bundles = [request_bundle(await _apply_for(reads, context, plan, params, s)) for s in params.subjects]
     if len(bundles) == 1:
         return OperationResult(bundles[0])
@@ -98,7 +105,7 @@ async def apply_activity_definition(context: FhirContext, call: OperationCall) -
     if len(params.subjects) > 1:
         raise FhirError(ErrorCategory.INVALID_PARAMETER, "ActivityDefinition/$apply takes one subject", ("subject",))
     async with _Reads(context) as reads:
-        definition = await _definition(reads, context, call, params, "ActivityDefinition", "activityDefinition")
+        definition = await _definition(reads, context, call.resource_id, params, "ActivityDefinition", "activityDefinition")
         request = await _apply_input(reads, context, params, params.subjects[0], Artifacts())
     resource, issues = apply_activity(definition, request)
     if resource is None:
@@ -106,7 +113,7 @@ async def apply_activity_definition(context: FhirContext, call: OperationCall) -
     return OperationResult(resource)
 
 
-async def _apply_for(reads: _Reads, context: FhirContext, plan: dict[str, Any], params: ApplyParameters, subject: str) -> Any:
+async def _apply_for(reads: _Reads, context: FhirContext, plan: dict[str, Any], params: ApplyParameters, subject: str) -> PlanResult:
     artifacts = await _artifacts(reads, context, plan, params)
     request = await _apply_input(reads, context, params, subject, artifacts)
     result = apply_plan_definition(plan, request)
@@ -143,6 +150,7 @@ async def _apply_input(
         practitioner=params.practitioner,
         organization=params.organization,
         language=language_of(params.context.get("userLanguage")),
+        event=params.event,
     )
 
 
@@ -159,21 +167,17 @@ async def _subject_data(reads: _Reads, context: FhirContext, subject: str) -> li
     return [*responses, *observations]
 
 
-async def _plan_definition(reads: _Reads, context: FhirContext, call: OperationCall, params: ApplyParameters) -> dict[str, Any]:
-    return await _definition(reads, context, call, params, "PlanDefinition", "planDefinition")
-
-
 async def _definition(
-    reads: _Reads, context: FhirContext, call: OperationCall, params: ApplyParameters, resource_type: str, parameter: str
+    reads: _Reads, context: FhirContext, resource_id: str | None, params: ApplyParameters, resource_type: str, parameter: str
 ) -> dict[str, Any]:
     """The definition to apply: the instance, the `parameter` resource, or the one `url` names."""
-    if call.resource_id is not None:
+    if resource_id is not None:
         if params.definition is not None or params.url is not None:
             raise FhirError(ErrorCategory.INVALID_PARAMETER, f"At instance level, '{parameter}' and 'url' are not allowed", (parameter,))
-        key = f"{resource_type}/{call.resource_id}"
+        key = f"{resource_type}/{resource_id}"
         cached = definition_cache(context).get(key)
         if cached is None:
-            stored = await resources.read_in(await reads.session(), resource_type, call.resource_id)
+            stored = await resources.read_in(await reads.session(), resource_type, resource_id)
             cached = orjson.loads(stored.content or b"{}")
             definition_cache(context).put(key, cached)
         return dict(cached)

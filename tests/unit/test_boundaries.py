@@ -17,6 +17,7 @@ FORBIDDEN = {
     "pathway": ("fastapi", "starlette", "sqlalchemy", "app.storage", "app.services", "app.api"),
     "security": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
     "referral": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
+    "cds": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
     "storage": ("fastapi", "starlette", "app.services", "app.api"),
     "services": ("fastapi", "starlette", "app.api"),
 }

@@ -1,0 +1,96 @@
+"""CDS Hooks routes: discovery, service calls, feedback. Spec: https://cds-hooks.hl7.org/2.0/
+
+Every route, discovery included, first authenticates the CDS client's JWT when the deployment has
+client authentication on (its `aud` must be the URL called); a refusal is a 401 OperationOutcome
+that says nothing about why. Answers are `application/json`; errors are OperationOutcomes (as
+CDS Hooks 3.0 recommends) with the status the spec gives (412 for missing data).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from app.api.deps import AppSettings, BaseUrl, Context
+from app.api.errors import outcome_response
+from app.api.media import read_json_body
+from app.cds.client_jwt import ClientClaims
+from app.fhir.outcome import FhirError
+from app.services import cds, cds_feedback
+from app.services.cds import CdsHooks
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/cds-services", tags=["CDS Hooks"])
+
+_JSON_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+}
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    "default": {
+        "description": "A CDS Hooks JSON answer, or an OperationOutcome (FHIR JSON) for an error",
+        "content": {"application/json": {}, "application/fhir+json": {}},
+    }
+}
+
+
+async def _hooks(request: Request) -> CdsHooks:
+    return request.app.state.cds_hooks  # type: ignore[no-any-return]
+
+
+Hooks = Annotated[CdsHooks, Depends(_hooks)]
+
+
+class _Refused(Exception):
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+async def _client(request: Request, context: Context, hooks: Hooks, base_url: BaseUrl, *also: str) -> ClientClaims | None:
+    """The authenticated client (None when client authentication is off)."""
+    if hooks.authenticator is None:
+        return None
+    called = base_url + request.url.path
+    try:
+        return await hooks.authenticator.authenticate(context, request.headers.get("authorization"), [called, *also])
+    except FhirError as error:
+        response = outcome_response(error)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="cds-services"'
+        raise _Refused(response) from None
+
+
+def _json(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+@router.get("", summary="CDS Hooks discovery", responses=_ANSWERS)
+async def discovery(request: Request, context: Context, hooks: Hooks, base_url: BaseUrl) -> Response:
+    try:
+        await _client(request, context, hooks, base_url)
+    except _Refused as refused:
+        return refused.response
+    return _json(cds.discovery())
+
+
+@router.post("/{service_id}", summary="Call a CDS Service (patient-view, order-select, order-sign)", openapi_extra=_JSON_BODY, responses=_ANSWERS)
+async def call(request: Request, service_id: str, context: Context, hooks: Hooks, settings: AppSettings, base_url: BaseUrl) -> Response:
+    try:
+        await _client(request, context, hooks, base_url)
+    except _Refused as refused:
+        return refused.response
+    body = await read_json_body(request, settings.max_body_bytes)
+    answer = await cds.call_service(context, hooks, service_id, body, base_url, request.headers.get("accept-language"))
+    return _json(answer)
+
+
+@router.post("/{service_id}/feedback", summary="Feedback on the cards of a CDS Service", openapi_extra=_JSON_BODY, responses=_ANSWERS)
+async def feedback(request: Request, service_id: str, context: Context, hooks: Hooks, settings: AppSettings, base_url: BaseUrl) -> Response:
+    try:
+        client = await _client(request, context, hooks, base_url, f"{base_url}/cds-services/{service_id}")
+    except _Refused as refused:
+        return refused.response
+    body = await read_json_body(request, settings.max_body_bytes)
+    return _json(await cds_feedback.receive_feedback(context, service_id, body, client.issuer if client else None))
