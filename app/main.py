@@ -30,7 +30,6 @@ from app.services.capability import capability_statement
 from app.services.cds import cds_hooks as cds_hooks_configuration
 from app.services.content import install_content
 from app.services.context import FhirContext, merged_write_hooks, utc_now_ms
-from app.services.definitions import DEFINITION_WRITE_HOOKS
 from app.services.operations import OperationRegistry
 from app.services.pathway import ACTIVITY_DEFINITION_APPLY, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY
 from app.services.questionnaire_extract import EXTRACT
@@ -73,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             default_count=settings.default_count,
             max_count=settings.max_count,
             write_hooks=merged_write_hooks(
-                {"QuestionnaireResponse": [score_questionnaire_response]}, DEFINITION_WRITE_HOOKS, referrals.write_hooks
+                {"QuestionnaireResponse": [score_questionnaire_response]}, referrals.write_hooks
             ),
         )
         changed = await install_content(context, content)

@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from app.api.media import check_accept
 from app.config import Settings
+from app.fhir.models import stored_number
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.services.context import FhirContext
 from app.services.operations import OperationRegistry
@@ -36,10 +37,10 @@ async def _if_match(request: Request) -> int | None:
     header = request.headers.get("if-match")
     if header is None:
         return None
-    value = header.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    version = stored_number(header.strip().removeprefix("W/").strip('"'))
+    if version is None:
         raise FhirError(ErrorCategory.MALFORMED, f"If-Match '{header}' is not a version ETag such as W/\"3\"")
-    return int(value)
+    return version
 
 
 async def _prefer_return(request: Request) -> str:

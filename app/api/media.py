@@ -54,7 +54,7 @@ async def read_json_body(request: Request, limit: int, allowed: frozenset[str] |
     if media not in (allowed or _JSON_TYPES):
         raise FhirError(ErrorCategory.UNSUPPORTED_MEDIA_TYPE, f"Content-Type '{media or 'none'}' is not supported here")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise FhirError(ErrorCategory.TOO_LARGE, f"The body is larger than {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -19,11 +19,14 @@ from pydantic import ValidationError
 from app.fhir.outcome import ErrorCategory, FhirError, Issue
 
 __all__ = [
+    "MAX_SEQUENCE",
+    "MAX_VERSION",
     "RESOURCE_TYPES",
     "SUBSETTED_TAG",
     "has_control_characters",
     "is_valid_id",
     "require_resource_type",
+    "stored_number",
     "summary_elements",
     "validate_resource",
 ]
@@ -49,6 +52,20 @@ SUBSETTED_TAG = {
 
 def is_valid_id(value: str) -> bool:
     return _ID.fullmatch(value) is not None
+
+
+# The widths of the stored version column and of the change sequence.
+MAX_VERSION = 2**31 - 1
+MAX_SEQUENCE = 2**63 - 1
+
+
+def stored_number(value: str, maximum: int = MAX_VERSION) -> int | None:
+    """`value` (ASCII digits) as the number a stored version or sequence could hold; None otherwise,
+    so a number no column can hold names nothing rather than overflowing the database."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 19:
+        return None
+    number = int(value)
+    return number if number <= maximum else None
 
 
 def has_control_characters(text: str) -> bool:

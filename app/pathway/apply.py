@@ -441,4 +441,4 @@ def safe_id(key: str) -> str:
 
 
 def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"[.\-]", version))
+    return tuple((0, int(part)) if part.isascii() and part.isdigit() and len(part) < 19 else (1, part) for part in re.split(r"[.\-]", version))

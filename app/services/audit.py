@@ -20,7 +20,7 @@ from datetime import datetime
 
 import orjson
 
-from app.fhir.models import RESOURCE_TYPES, is_valid_id
+from app.fhir.models import RESOURCE_TYPES, is_valid_id, stored_number
 from app.security.audit import AuditRecord, Touched, audit_events, touched_by
 from app.security.compartment import patients_of
 from app.services.context import FhirContext
@@ -85,20 +85,41 @@ class AuditTrail:
         queued, self._queued = self._queued, []
         waiting, self._waiting = self._waiting, []
         try:
-            writes = await self._events(queued)
-            if writes:
-                async with self._context.store.writing() as session:
-                    await session.insert_new(writes)
-        except Exception as error:  # whatever failed: keep the records for the next round, tell who waits
-            log.error("audit events could not be written; retrying", extra={"status": type(error).__name__})
-            self._queued[:0] = queued
-            for done in waiting:
-                if not done.done():
-                    done.set_exception(error)
-            return
+            await self._write(queued)
+        except Exception as error:
+            kept = await self._write_one_by_one(queued)
+            if kept:  # nothing could be written (the store is down, say): keep all for the next round
+                log.error("audit events could not be written; retrying", extra={"status": type(error).__name__})
+                self._queued[:0] = kept
+                for done in waiting:
+                    if not done.done():
+                        done.set_exception(error)
+                return
         for done in waiting:
             if not done.done():
                 done.set_result(None)
+
+    async def _write(self, queued: list[tuple[AuditRecord, datetime]]) -> None:
+        writes = await self._events(queued)
+        if writes:
+            async with self._context.store.writing() as session:
+                await session.insert_new(writes)
+
+    async def _write_one_by_one(self, queued: list[tuple[AuditRecord, datetime]]) -> list[tuple[AuditRecord, datetime]]:
+        """After a failed batch: each record alone. When some succeed, the ones that still fail are
+        the cause and are dropped (logged), so one bad record cannot stop the trail; when none
+        succeeds, all are handed back to retry."""
+        failed: list[tuple[AuditRecord, datetime]] = []
+        for item in queued:
+            try:
+                await self._write([item])
+            except Exception:  # judged below, once it is known whether anything could be written
+                failed.append(item)
+        if len(failed) == len(queued):
+            return failed
+        for record, _ in failed:
+            log.error("an audit record could not be written and was dropped", extra={"request_id": record.request_id})
+        return []
 
     async def _events(self, queued: list[tuple[AuditRecord, datetime]]) -> list[Create]:
         """The stored form of the AuditEvents of the queued records."""
@@ -119,8 +140,9 @@ class AuditTrail:
         answer, a refusal): from the version named, or the current one; a deletion by what it deleted."""
         if touched.type not in RESOURCE_TYPES or not is_valid_id(touched.id):
             return frozenset()
-        if touched.version is not None and touched.version.isdigit():
-            stored = await session.version(touched.type, touched.id, int(touched.version))
+        version = stored_number(touched.version) if touched.version is not None else None
+        if version is not None:
+            stored = await session.version(touched.type, touched.id, version)
         else:
             stored = await session.current(touched.type, touched.id)
         if stored is not None and stored.content is None and stored.version > 1:

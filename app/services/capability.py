@@ -10,12 +10,14 @@ from typing import Any
 from app import __version__
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search_query import is_searchable
+from app.security.access import IMMUTABLE_TYPES
 from app.services.context import FhirContext
 from app.services.operations import OperationRegistry
 
 __all__ = ["capability_statement"]
 
 _TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
+_CHANGES = frozenset({"update", "patch", "delete"})  # what the API refuses on the audit trail
 
 
 def capability_statement(
@@ -54,17 +56,18 @@ def _resource(context: FhirContext, operations: OperationRegistry, resource_type
         for p in sorted(context.search_parameters.for_type(resource_type).values(), key=lambda p: p.code)
         if is_searchable(p)
     ]
+    immutable = resource_type in IMMUTABLE_TYPES
     entry: dict[str, Any] = {
         "type": resource_type,
         "profile": f"http://hl7.org/fhir/StructureDefinition/{resource_type}",
-        "interaction": [{"code": code} for code in _TYPE_INTERACTIONS],
+        "interaction": [{"code": code} for code in _TYPE_INTERACTIONS if not (immutable and code in _CHANGES)],
         "versioning": "versioned-update",
         "readHistory": True,
-        "updateCreate": True,
+        "updateCreate": not immutable,
         "conditionalCreate": True,
         "conditionalRead": "not-supported",
-        "conditionalUpdate": True,
-        "conditionalDelete": "single",
+        "conditionalUpdate": not immutable,
+        "conditionalDelete": "not-supported" if immutable else "single",
         "searchParam": params,
     }
     ops = operations.for_type(resource_type)

@@ -116,11 +116,11 @@ async def _override_reasons(context: FhirContext, language: str | None) -> tuple
     language where the CodeSystem has a designation for it."""
     cache = definition_cache(context)
     key = f"CodeSystem?{OVERRIDE_REASONS}"
-    code_system = cache.get(key)
+    code_system, generation = cache.get(key), cache.generation
     if code_system is None:
         matches = await stored_matches(context, _INTERNAL_BASE, "CodeSystem", [("url", OVERRIDE_REASONS)])
         code_system = matches[0] if matches else {"concept": []}
-        cache.put(key, code_system)
+        cache.put(key, code_system, generation)
     return tuple(
         {"system": OVERRIDE_REASONS, "code": concept["code"], "display": _display(concept, language)}
         for concept in code_system.get("concept") or []

@@ -10,6 +10,7 @@ from typing import Any
 
 from app.fhir.outcome import Issue
 from app.fhir.search_params import SearchParameterRegistry
+from app.security.access import Access
 from app.storage.repository import Store, StoredVersion, StoreSession
 
 __all__ = ["FhirContext", "HookResult", "WriteHook", "merged_write_hooks", "utc_now_ms"]
@@ -32,8 +33,9 @@ class HookResult:
 # A use case that must see every create/update of one resource type (e.g. QuestionnaireResponse
 # validation and scoring, referral activation) registers a hook instead of editing the core: it runs
 # inside the write's transaction after model validation, gets the current stored version (None on
-# create), may raise FhirError to refuse the write, and may write further resources in the session.
-WriteHook = Callable[["StoreSession", "FhirContext", dict[str, Any], StoredVersion | None], Awaitable[HookResult]]
+# create) and the writer's access (what it reads on the writer's behalf must be readable by the
+# writer), may raise FhirError to refuse the write, and may write further resources in the session.
+WriteHook = Callable[["StoreSession", "FhirContext", dict[str, Any], StoredVersion | None, Access], Awaitable[HookResult]]
 
 
 def merged_write_hooks(*tables: Mapping[str, Sequence[WriteHook]]) -> dict[str, tuple[WriteHook, ...]]:
@@ -56,12 +58,12 @@ class FhirContext:
     write_hooks: Mapping[str, Sequence[WriteHook]] = field(default_factory=dict)
 
     async def run_write_hooks(
-        self, session: StoreSession, resource: dict[str, Any], current: StoredVersion | None
+        self, session: StoreSession, resource: dict[str, Any], current: StoredVersion | None, access: Access
     ) -> HookResult:
         """Pass the resource through the hooks of its type, in order; their warnings add up."""
         issues: list[Issue] = []
         for hook in self.write_hooks.get(resource["resourceType"], ()):
-            result = await hook(session, self, resource, current)
+            result = await hook(session, self, resource, current, access)
             resource = result.resource
             issues.extend(result.issues)
         return HookResult(resource, tuple(issues))

@@ -2,10 +2,10 @@
 CodeSystems the CDS cards read, cached.
 
 Applying a plan reads the same few definitions on every call, and reading them costs more than
-applying them. They are kept per store, dropped on every create or update of a definition type
-(a write hook, in the writing transaction), and never used when older than `FRESH_FOR` seconds,
-which bounds what another server process on the same database can have changed meanwhile
-(deletes, which run no hook, are bounded the same way).
+applying them. They are kept per store and dropped whenever a transaction that created, updated or
+deleted one of those types has committed in this process; a read that began before that commit
+does not fill the cache afterwards (the generation check). Entries older than `FRESH_FOR` seconds
+are never used, which bounds what another server process on the same database can have changed.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from app.services.context import FhirContext, HookResult, WriteHook
-from app.storage.repository import Store, StoredVersion, StoreSession
+from app.services.context import FhirContext
+from app.storage.repository import Store, on_commit_of
 
-__all__ = ["DEFINITION_TYPES", "DEFINITION_WRITE_HOOKS", "FRESH_FOR", "DefinitionCache", "definition_cache"]
+__all__ = ["CACHED_TYPES", "DEFINITION_TYPES", "FRESH_FOR", "DefinitionCache", "definition_cache"]
 
 DEFINITION_TYPES = ("PlanDefinition", "ActivityDefinition", "Questionnaire")
+# CodeSystems are cached too (the CDS override reasons), though `$apply` never searches them.
+CACHED_TYPES = (*DEFINITION_TYPES, "CodeSystem")
 FRESH_FOR = 5.0
 
 
@@ -30,6 +32,12 @@ class DefinitionCache:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._entries: dict[str, tuple[float, Mapping[str, Any]]] = {}
+        self._generation = 0
+
+    @property
+    def generation(self) -> int:
+        """Changes on every clear: take it before reading from the store, give it to `put`."""
+        return self._generation
 
     def get(self, key: str) -> Mapping[str, Any] | None:
         entry = self._entries.get(key)
@@ -37,10 +45,13 @@ class DefinitionCache:
             return None
         return entry[1]
 
-    def put(self, key: str, resource: Mapping[str, Any]) -> None:
-        self._entries[key] = (self._clock(), resource)
+    def put(self, key: str, resource: Mapping[str, Any], generation: int) -> None:
+        """Keep what was read since `generation`, unless a commit has cleared the cache since."""
+        if generation == self._generation:
+            self._entries[key] = (self._clock(), resource)
 
     def clear(self) -> None:
+        self._generation += 1
         self._entries.clear()
 
 
@@ -52,15 +63,5 @@ def definition_cache(context: FhirContext) -> DefinitionCache:
     cache = _CACHES.get(context.store)
     if cache is None:
         cache = _CACHES[context.store] = DefinitionCache()
+        on_commit_of(context.store.engine, CACHED_TYPES, cache.clear)
     return cache
-
-
-async def _forget_definitions(
-    session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None
-) -> HookResult:
-    definition_cache(context).clear()
-    return HookResult(resource)
-
-
-# CodeSystems are cached too (the CDS override reasons), though `$apply` never searches them.
-DEFINITION_WRITE_HOOKS: Mapping[str, list[WriteHook]] = {t: [_forget_definitions] for t in (*DEFINITION_TYPES, "CodeSystem")}

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from app.fhir.bundles import bundle, history_entry, link
-from app.fhir.models import is_valid_id, require_resource_type
+from app.fhir.models import MAX_SEQUENCE, is_valid_id, require_resource_type
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.security.access import TRUSTED, Access, Limit
 from app.services.context import FhirContext
@@ -41,11 +41,11 @@ async def history(
     count, since, before = context.default_count, None, None
     for name, value in params:
         if name == "_count":
-            count = min(_non_negative(name, value), context.max_count)
+            count = min(_non_negative(name, value, context.max_count), context.max_count)
         elif name == "_since":
             since = _instant(value)
         elif name == "_after":
-            before = _non_negative(name, value)
+            before = _non_negative(name, value, MAX_SEQUENCE)
     async with context.store.reading() as session:
         if resource_id is not None and resource_type is not None:
             current = await session.current(resource_type, resource_id) if is_valid_id(resource_id) else None
@@ -103,10 +103,12 @@ async def _visible_history(
     return found, before
 
 
-def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit():
+def _non_negative(name: str, value: str, maximum: int) -> int:
+    """A non-negative integer; above `maximum` it is capped, which means the same for a count or a cursor."""
+    if not (value.isascii() and value.isdigit()):
         raise FhirError(ErrorCategory.INVALID_PARAMETER, f"Parameter '{name}' must be a non-negative integer", (name,))
-    return int(value)
+    digits = value.lstrip("0") or "0"
+    return maximum if len(digits) > 19 else min(int(digits), maximum)
 
 
 def _instant(value: str) -> datetime:

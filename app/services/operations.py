@@ -3,7 +3,7 @@
 The router dispatches `$name` through this registry and the CapabilityStatement is generated from
 it, so an operation is advertised exactly when it can be called. Access is checked here from the
 entry, so a new operation is covered without code of its own: the caller needs `r` on the type it
-is invoked on (and `c` + `u` when it affects state); on an instance, the instance must be readable;
+is invoked on (and `c` + `u` when it affects state), or what its `requires` names; on an instance, the instance must be readable;
 with a token for one patient, every parameter named in `patient_parameters` must name that patient,
 and every patient-data resource in the result must be in that patient's compartment.
 """
@@ -11,7 +11,7 @@ and every patient-data resource in the result must be in that patient's compartm
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from app.fhir.models import RESOURCE_TYPES
@@ -34,6 +34,9 @@ class OperationCall:
     method: str
     body: Any
     query: list[tuple[str, str]]
+    # What the caller may do; set by `OperationRegistry.invoke`, so handlers that read or write
+    # beyond the instance they were called on hold those reads and writes to it too.
+    access: Access = TRUSTED
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,10 @@ class Operation:
     # Parameters that name the patient the operation works on (e.g. $apply's `subject`): with a
     # token for one patient they must name that patient. Add a name here when an operation has another.
     patient_parameters: tuple[str, ...] = ("subject", "patient")
+    # (permission, type) pairs the caller needs instead of the rule above, for an operation whose
+    # writes are the server's own (e.g. $process-message: the sender needs `c` on MessageHeader,
+    # not a scope on every type the server files the message's contents under).
+    requires: tuple[tuple[str, str], ...] | None = None
 
     @property
     def permissions(self) -> str:
@@ -91,13 +98,20 @@ class OperationRegistry:
     async def invoke(self, context: FhirContext, call: OperationCall, access: Access = TRUSTED) -> OperationResult:
         """Run the operation `call` names, held to `access` as the module docstring says."""
         operation = self.find(call.name, call.resource_type, call.resource_id is not None)
+        if call.method == "GET" and operation.affects_state:
+            raise FhirError(ErrorCategory.METHOD_NOT_ALLOWED, f"${call.name} changes data, so it must be invoked with POST")
+        call = replace(call, access=access)
         if access.unrestricted:
             return await operation.handler(context, call)
-        for permission in operation.permissions:
-            if call.resource_type is None:
-                _require_everywhere(access, permission, call.name)
-            else:
-                access.require(permission, call.resource_type)
+        if operation.requires is not None:
+            for permission, resource_type in operation.requires:
+                access.require(permission, resource_type)
+        else:
+            for permission in operation.permissions:
+                if call.resource_type is None:
+                    _require_everywhere(access, permission, call.name)
+                else:
+                    access.require(permission, call.resource_type)
         if call.resource_id is not None and call.resource_type is not None:
             await resources.read(context, call.resource_type, call.resource_id, access)
         if access.restricted_to_patient:
@@ -136,9 +150,18 @@ def _require_own_patient(access: Access, operation: Operation, call: OperationCa
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         for parameter in body.get("parameter") or []:
             if isinstance(parameter, dict) and parameter.get("name") in operation.patient_parameters:
-                reference = parameter.get("valueReference")
-                values.append(reference.get("reference", "") if isinstance(reference, dict) else str(parameter.get("valueString", "")))
+                values.extend(_named_patients(parameter))
     allowed = {f"Patient/{access.patient}", str(access.patient)}
     for value in values:
         if value not in allowed:
             raise FhirError(ErrorCategory.FORBIDDEN, f"${call.name} may only be called for the patient the access token is for")
+
+
+def _named_patients(parameter: dict[str, Any]) -> list[str]:
+    """Every value a Parameters entry could name a patient by: each value[x] is checked, since the
+    operation may read whichever it prefers (a reference, a string, a uri...)."""
+    values = [str(v.get("reference", "")) if isinstance(v, dict) and k == "valueReference" else v for k, v in parameter.items() if k.startswith("value")]
+    named = [v for v in values if isinstance(v, str)]
+    if not named or len(named) < len(values):
+        named.append("")  # a value no patient check can read is refused rather than trusted
+    return named

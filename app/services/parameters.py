@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.fhir.models import validate_resource
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.services.operations import OperationCall
 
@@ -67,9 +68,10 @@ def operation_input(call: OperationCall) -> OperationInput:
     parameters: list[dict[str, Any]] = []
     body = call.body
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        entries = body.get("parameter") or []
-        if not isinstance(entries, list) or not all(isinstance(p, dict) for p in entries):
-            raise FhirError(ErrorCategory.MALFORMED, "Parameters.parameter must be a list of parameters")
-        parameters.extend(entries)
+        try:
+            body = validate_resource(body, "Parameters")
+        except FhirError as invalid:  # a broken input is a bad request, not a resource to store
+            raise FhirError(ErrorCategory.MALFORMED, "The Parameters body is not valid", issues=list(invalid.issues)) from None
+        parameters.extend(body.get("parameter") or [])
     parameters.extend({"name": name, "valueString": value} for name, value in call.query if not name.startswith("_"))
     return OperationInput(tuple(parameters), body)

@@ -36,16 +36,18 @@ from app.pathway.facts import LOINC, SBST_CODES, pathway_input
 from app.pathway.parameters import ApplyParameters, parse_apply_parameters
 from app.pathway.render import care_plan, request_bundle
 from app.pathway.translation import language_of
+from app.security.access import TRUSTED, Access
 from app.services import resources
 from app.services.context import FhirContext
 from app.services.definitions import DEFINITION_TYPES, definition_cache
 from app.services.operations import Operation, OperationCall, OperationResult
+from app.services.permissions import check_stored
 from app.services.search import search_in
 from app.storage.repository import StoreSession
 
 __all__ = ["ACTIVITY_DEFINITION_APPLY", "PLAN_DEFINITION_APPLY", "PLAN_DEFINITION_R5_APPLY", "apply_pathway"]
 
-# Searches run with a base that can never prefix a canonical URL (search rewrites its own base).
+# The base of the searchsets read here; they never leave the server.
 _INTERNAL_BASE = "urn:backpath:pathway"
 _TYPE_IN_URL = re.compile(r"/(PlanDefinition|ActivityDefinition|Questionnaire)/")
 _PAGE, _MAX_PAGES = "200", 25  # a subject's stored responses / score Observations, read in full up to 5,000
@@ -53,10 +55,12 @@ _PAGE, _MAX_PAGES = "200", 25  # a subject's stored responses / score Observatio
 
 class _Reads:
     """One read transaction for the whole call, opened on first use: a call whose plan and
-    definitions are cached and whose data is supplied never touches the database."""
+    definitions are cached and whose data is supplied never touches the database. The patient data
+    it reads is held to the caller's `access`; definitions are content anyone applying may use."""
 
-    def __init__(self, context: FhirContext) -> None:
+    def __init__(self, context: FhirContext, access: Access) -> None:
         self._context = context
+        self.access = access
         self._stack = contextlib.AsyncExitStack()
         self._session: StoreSession | None = None
 
@@ -72,10 +76,13 @@ class _Reads:
         await self._stack.aclose()
 
 
-async def apply_pathway(context: FhirContext, params: ApplyParameters, plan_id: str | None = None) -> PlanResult:
-    """Apply a PlanDefinition (stored `plan_id`, else the one `params` give) for the first subject:
-    the computed result, not yet rendered. R4 `$apply` and the CDS Hooks services both run this."""
-    async with _Reads(context) as reads:
+async def apply_pathway(
+    context: FhirContext, params: ApplyParameters, plan_id: str | None = None, access: Access = TRUSTED
+) -> PlanResult:
+    """Apply a PlanDefinition (stored `plan_id`, else the one `params` give) for the first subject,
+    reading only what `access` may: the computed result, not yet rendered. R4 `$apply` and the CDS
+    Hooks services both run this."""
+    async with _Reads(context, access) as reads:
         plan = await _definition(reads, context, plan_id, params, "PlanDefinition", "planDefinition")
         return await _apply_for(reads, context, plan, params, params.subjects[0])
 
@@ -85,13 +92,13 @@ async def apply_plan(context: FhirContext, call: OperationCall) -> OperationResu
     params = parse_apply_parameters(call.body, call.query, "planDefinition")
     if len(params.subjects) > 1:
         raise FhirError(ErrorCategory.INVALID_PARAMETER, "R4 $apply returns one CarePlan: give one subject (or use $r5.apply)", ("subject",))
-    return OperationResult(care_plan(await apply_pathway(context, params, call.resource_id)))
+    return OperationResult(care_plan(await apply_pathway(context, params, call.resource_id, call.access)))
 
 
 async def apply_plan_r5(context: FhirContext, call: OperationCall) -> OperationResult:
     """CPG `$apply` (`$r5.apply`): a Bundle per subject (a Parameters of them for several)."""
     params = parse_apply_parameters(call.body, call.query, "planDefinition")
-    async with _Reads(context) as reads:
+    async with _Reads(context, call.access) as reads:
         plan = await _definition(reads, context, call.resource_id, params, "PlanDefinition", "planDefinition")
         bundles = [request_bundle(await _apply_for(reads, context, plan, params, s)) for s in params.subjects]
     if len(bundles) == 1:
@@ -104,7 +111,7 @@ async def apply_activity_definition(context: FhirContext, call: OperationCall) -
     params = parse_apply_parameters(call.body, call.query, "activityDefinition")
     if len(params.subjects) > 1:
         raise FhirError(ErrorCategory.INVALID_PARAMETER, "ActivityDefinition/$apply takes one subject", ("subject",))
-    async with _Reads(context) as reads:
+    async with _Reads(context, call.access) as reads:
         definition = await _definition(reads, context, call.resource_id, params, "ActivityDefinition", "activityDefinition")
         request = await _apply_input(reads, context, params, params.subjects[0], Artifacts())
     resource, issues = apply_activity(definition, request)
@@ -132,7 +139,7 @@ async def _apply_input(
     if params.use_server_data:
         for reference in (subject, params.encounter, params.practitioner, params.organization):
             if reference and reference not in known:
-                stored = await _read(reads, reference)
+                stored = await _read(reads, context, reference)
                 if stored is not None:
                     known[reference] = stored
         found += [r for r in await _subject_data(reads, context, subject) if f"{r['resourceType']}/{r.get('id')}" not in known]
@@ -174,12 +181,12 @@ async def _definition(
     if resource_id is not None:
         if params.definition is not None or params.url is not None:
             raise FhirError(ErrorCategory.INVALID_PARAMETER, f"At instance level, '{parameter}' and 'url' are not allowed", (parameter,))
-        key = f"{resource_type}/{resource_id}"
-        cached = definition_cache(context).get(key)
+        key, cache = f"{resource_type}/{resource_id}", definition_cache(context)
+        cached, generation = cache.get(key), cache.generation
         if cached is None:
             stored = await resources.read_in(await reads.session(), resource_type, resource_id)
             cached = orjson.loads(stored.content or b"{}")
-            definition_cache(context).put(key, cached)
+            cache.put(key, cached, generation)
         return dict(cached)
     if (params.definition is None) == (params.url is None):
         raise FhirError(ErrorCategory.INVALID_PARAMETER, f"Give either '{parameter}' or 'url' (and optionally 'version')", (parameter,))
@@ -187,11 +194,12 @@ async def _definition(
         return params.definition
     url = str(params.url)
     canonical = f"{url}|{params.version}" if params.version else url
-    found = definition_cache(context).get(f"{resource_type}?{canonical}")
+    key, cache = f"{resource_type}?{canonical}", definition_cache(context)
+    found, generation = cache.get(key), cache.generation
     if found is None:
         found = Artifacts(tuple(await _by_url(reads, context, resource_type, canonical))).find(canonical)
         if found is not None:
-            definition_cache(context).put(f"{resource_type}?{canonical}", found)
+            cache.put(key, found, generation)
     if found is None:
         raise FhirError(ErrorCategory.NOT_FOUND, f"No {resource_type} has the url {canonical}", ("url",))
     return dict(found)
@@ -202,6 +210,7 @@ async def _artifacts(reads: _Reads, context: FhirContext, plan: dict[str, Any], 
     the store, one search per resource type and level of nesting (`url=a,b,c`)."""
     supplied = Artifacts(tuple(r for r in params.data if r.get("resourceType") in DEFINITION_TYPES and r.get("url")))
     cache = definition_cache(context)
+    generation = cache.generation
     collected: list[dict[str, Any]] = []
     pending, seen = referenced_definitions(plan), set()
     while pending:
@@ -222,7 +231,7 @@ async def _artifacts(reads: _Reads, context: FhirContext, plan: dict[str, Any], 
             artifact = candidates.find(canonical)
             if artifact is not None and artifact not in collected:
                 if supplied.find(canonical) is None:
-                    cache.put(canonical, artifact)
+                    cache.put(canonical, artifact, generation)
                 collected.append(dict(artifact))
                 if artifact.get("resourceType") == "PlanDefinition":
                     pending |= referenced_definitions(artifact) - seen
@@ -240,7 +249,7 @@ async def _search_all(reads: _Reads, context: FhirContext, resource_type: str, q
     found: list[dict[str, Any]] = []
     cursor: list[tuple[str, str]] = []
     for _ in range(_MAX_PAGES):
-        bundle = await _bundle(reads, context, resource_type, [*query, ("_count", _PAGE), ("_total", "none"), *cursor])
+        bundle = await _bundle(reads, context, resource_type, [*query, ("_count", _PAGE), ("_total", "none"), *cursor], reads.access)
         found += _matches(bundle)
         next_url = next((link["url"] for link in bundle.get("link") or [] if link.get("relation") == "next"), None)
         if next_url is None:
@@ -249,8 +258,11 @@ async def _search_all(reads: _Reads, context: FhirContext, resource_type: str, q
     return found
 
 
-async def _bundle(reads: _Reads, context: FhirContext, resource_type: str, query: list[tuple[str, str]]) -> dict[str, Any]:
-    found: dict[str, Any] = orjson.loads(orjson.dumps(await search_in(await reads.session(), context, _INTERNAL_BASE, resource_type, query)))
+async def _bundle(
+    reads: _Reads, context: FhirContext, resource_type: str, query: list[tuple[str, str]], access: Access = TRUSTED
+) -> dict[str, Any]:
+    searched = await search_in(await reads.session(), context, _INTERNAL_BASE, resource_type, query, access=access)
+    found: dict[str, Any] = orjson.loads(orjson.dumps(searched))
     return found
 
 
@@ -262,14 +274,17 @@ async def _search(reads: _Reads, context: FhirContext, resource_type: str, query
     return _matches(await _bundle(reads, context, resource_type, query))
 
 
-async def _read(reads: _Reads, reference: str) -> dict[str, Any] | None:
+async def _read(reads: _Reads, context: FhirContext, reference: str) -> dict[str, Any] | None:
+    """The resource `reference` names (None when not stored); 403 when the caller may not read it."""
     resource_type, _, resource_id = reference.partition("/")
+    reads.access.require("r", resource_type)
     try:
         stored = await resources.read_in(await reads.session(), resource_type, resource_id)
     except FhirError as error:
         if error.category in (ErrorCategory.NOT_FOUND, ErrorCategory.GONE):
             return None
         raise
+    check_stored(context, reads.access, stored, "r")
     return dict(orjson.loads(stored.content or b"{}"))
 
 

@@ -59,7 +59,7 @@ async def extract(context: FhirContext, call: OperationCall) -> OperationResult:
     if issues:
         outputs.append({"name": "issues", "resource": operation_outcome(issues)})
     if persist:
-        executed = await process_bundle(context, _RELATIVE, extraction.bundle, return_resources=False)
+        executed = await process_bundle(context, _RELATIVE, extraction.bundle, return_resources=False, access=call.access)
         outputs.append({"name": "transaction", "resource": executed})
     if len(outputs) == 1:
         return OperationResult(extraction.bundle)
@@ -70,7 +70,7 @@ async def _response(context: FhirContext, call: OperationCall, given: dict[str, 
     """The response to extract, and whether it is a stored one (instance level) rather than one
     sent in the call (type level, stored only by a persisting extraction)."""
     if call.resource_id is not None:
-        stored = await resources.read(context, "QuestionnaireResponse", call.resource_id)
+        stored = await resources.read(context, "QuestionnaireResponse", call.resource_id, call.access)
         return orjson.loads(stored.content or b"{}"), True
     response = given if given is not None else call.body
     if not isinstance(response, dict) or response.get("resourceType") != "QuestionnaireResponse":

@@ -20,6 +20,7 @@ from app.services import resources
 from app.services.context import FhirContext
 from app.services.operations import Operation, OperationCall, OperationResult
 from app.services.parameters import OperationInput, operation_input
+from app.services.permissions import check_stored
 from app.services.questionnaires import find_in, resolve_questionnaire_in, terminology_in
 from app.services.stored import format_instant
 from app.storage.repository import StoreSession
@@ -35,16 +36,16 @@ async def populate(context: FhirContext, call: OperationCall) -> OperationResult
         subject = None
         if subject_reference is not None:
             subject = {"reference": subject_reference}
-            launched = await _read(session, subject_reference)
+            launched = await _read(session, context, call, subject_reference)
             launch[launched["resourceType"].lower()] = launched
         for part in given.named("context"):
             name, content = _context_part(part)
-            launch[name] = content if isinstance(content, dict) and "resourceType" in content else await _read(session, str(content))
+            launch[name] = content if isinstance(content, dict) and "resourceType" in content else await _read(session, context, call, str(content))
         queries, issues = population_queries(questionnaire, launch)
         prefetched = {}
         for query in queries:
             try:
-                found = await find_in(session, context, query.resource_type, query.params, newest_first=False)
+                found = await find_in(session, context, query.resource_type, query.params, newest_first=False, access=call.access)
             except FhirError as error:
                 issues.append(replace(error.issues[0], severity="warning", diagnostics=f"Variable '{query.name}': {error.diagnostics}"))
                 continue
@@ -66,14 +67,14 @@ async def populate(context: FhirContext, call: OperationCall) -> OperationResult
 
 async def _questionnaire(session: StoreSession, context: FhirContext, call: OperationCall, given: OperationInput) -> dict[str, Any]:
     if call.resource_id is not None:
-        return orjson.loads((await resources.read_in(session, "Questionnaire", call.resource_id)).content or b"{}")  # type: ignore[no-any-return]
+        return await _read(session, context, call, f"Questionnaire/{call.resource_id}")
     inline = given.resource("questionnaire")
     if inline is not None:
         return validate_resource(inline, "Questionnaire")
     named = given.reference("questionnaire")
     if named is not None:
         if named.startswith("Questionnaire/"):
-            return await _read(session, named)
+            return await _read(session, context, call, named)
         found = await resolve_questionnaire_in(session, context, named)
         if found is None:
             raise FhirError(ErrorCategory.NOT_FOUND, f"The Questionnaire '{named}' is not known here")
@@ -88,11 +89,15 @@ async def _questionnaire(session: StoreSession, context: FhirContext, call: Oper
     raise FhirError(ErrorCategory.INVALID_PARAMETER, "$populate needs a questionnaire (canonical, reference or resource) or an identifier")
 
 
-async def _read(session: StoreSession, reference: str) -> dict[str, Any]:
+async def _read(session: StoreSession, context: FhirContext, call: OperationCall, reference: str) -> dict[str, Any]:
+    """The resource `reference` names, if the caller may read it (403 otherwise)."""
     resource_type, _, resource_id = reference.partition("/")
     if not resource_id or "/" in resource_id:
         raise FhirError(ErrorCategory.INVALID_PARAMETER, f"'{reference}' is not a Type/id reference to a resource on this server")
-    return orjson.loads((await resources.read_in(session, resource_type, resource_id)).content or b"{}")  # type: ignore[no-any-return]
+    call.access.require("r", resource_type)
+    stored = await resources.read_in(session, resource_type, resource_id)
+    check_stored(context, call.access, stored, "r")
+    return orjson.loads(stored.content or b"{}")  # type: ignore[no-any-return]
 
 
 def _context_part(part: dict[str, Any]) -> tuple[str, Any]:

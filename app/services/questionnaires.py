@@ -15,6 +15,8 @@ from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.fhir.search_query import parse_search
 from app.questionnaire.expressions import Terminology
 from app.questionnaire.submission import Submission, process_submission
+from app.security.access import TRUSTED, Access
+from app.security.compartment import restrict_search
 from app.services.context import FhirContext, HookResult
 from app.storage.repository import StoredVersion, StoreSession
 
@@ -22,15 +24,21 @@ __all__ = ["find_in", "resolve_questionnaire_in", "score_questionnaire_response"
 
 
 async def find_in(
-    session: StoreSession, context: FhirContext, resource_type: str, params: Sequence[tuple[str, str]], *, newest_first: bool = True
+    session: StoreSession,
+    context: FhirContext,
+    resource_type: str,
+    params: Sequence[tuple[str, str]],
+    *,
+    newest_first: bool = True,
+    access: Access = TRUSTED,
 ) -> list[dict[str, Any]]:
-    """The first page of what a search finds (plain dicts), newest first unless the search sorts
-    itself; an unknown parameter is an error, never ignored."""
+    """The first page of what a search finds (plain dicts) within what `access` may search, newest
+    first unless the search sorts itself; an unknown parameter is an error, never ignored."""
     sort = [("_sort", "-_lastUpdated")] if newest_first and not any(name == "_sort" for name, _ in params) else []
     query = parse_search(
         resource_type, [*params, *sort], context.search_parameters, default_count=10, max_count=context.max_count, strict=True
     )
-    page = await session.search(query)
+    page = await session.search(restrict_search(query, access))
     return [orjson.loads(match.content or b"{}") for match in page.matches]
 
 
@@ -88,7 +96,7 @@ async def submit_in(session: StoreSession, context: FhirContext, response: dict[
 
 
 async def score_questionnaire_response(
-    session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None
+    session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None, access: Access
 ) -> HookResult:
     """Write hook for QuestionnaireResponse: fill the calculated items and refuse (422, one issue
     per item) a completed or amended response that does not match its Questionnaire."""

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 import jsonpatch
 import orjson
 
-from app.fhir.models import is_valid_id, require_resource_type, validate_resource
+from app.fhir.models import is_valid_id, require_resource_type, stored_number, validate_resource
 from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.fhir.search_query import SearchQuery, parse_search
 from app.security.access import TRUSTED, Access
@@ -85,10 +85,11 @@ async def vread(
     """One version; 404 when that version never existed, 410 when it is a deletion."""
     require_resource_type(resource_type)
     access.require("r", resource_type)
-    if not version_id.isdigit():
+    version = stored_number(version_id)
+    if version is None:
         raise FhirError(ErrorCategory.NOT_FOUND, f"{resource_type}/{resource_id} has no version '{version_id}'")
     async with context.store.reading() as session:
-        stored = await session.version(resource_type, _require_id(resource_id), int(version_id))
+        stored = await session.version(resource_type, _require_id(resource_id), version)
     if stored is None:
         raise FhirError(ErrorCategory.NOT_FOUND, f"{resource_type}/{resource_id} has no version {version_id}")
     if stored.deleted:
@@ -131,7 +132,7 @@ async def create_in(
             raise FhirError(ErrorCategory.MULTIPLE_MATCHES, f"If-None-Exist matches {len(matches)} resources")
     resource_id = resource_id or context.new_id()
     check_resource(context, access, {**resource, "id": resource_id}, "c")
-    hooked = await context.run_write_hooks(session, {**resource, "id": resource_id}, None)
+    hooked = await context.run_write_hooks(session, {**resource, "id": resource_id}, None, access)
     now = context.clock()
     content, index = versioned(context, hooked.resource, resource_id, 1, now)
     await session.apply(Create(resource_type, resource_id, content, now, index))
@@ -178,7 +179,7 @@ async def update_in(
     check_resource(context, access, resource, "u")
     current_version = current.version if current is not None else 0
     _check_if_match(if_match, current_version, resource_type, resource_id)
-    hooked = await context.run_write_hooks(session, resource, live)
+    hooked = await context.run_write_hooks(session, resource, live, access)
     resource = hooked.resource
     if live is not None and same_content(live.content, resource):
         # no new version for an identical body
@@ -190,7 +191,7 @@ async def update_in(
     content, index = versioned(context, resource, resource_id, version, now)
     await session.apply(Update(resource_type, resource_id, current_version, content, now, index, method))
     stored = StoredVersion(resource_type, resource_id, version, now, False, content, method)
-    return WriteResult(stored, created=current is None, issues=hooked.issues)
+    return WriteResult(stored, created=live is None, issues=hooked.issues)  # re-creating a deleted one is a create, as in HAPI
 
 
 async def update_conditionally(

@@ -94,7 +94,7 @@ async def search_in(
     require_resource_type(resource_type)
     query = parse_search(
         resource_type,
-        _local_references(params, base_url),
+        _local_references(context, resource_type, params, base_url),
         context.search_parameters,
         default_count=context.default_count,
         max_count=context.max_count,
@@ -145,7 +145,13 @@ def _portable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
 
-def _local_references(params: Sequence[tuple[str, str]], base_url: str) -> list[tuple[str, str]]:
-    """Reference values that are absolute URLs on this server become local `Type/id`."""
+def _local_references(context: FhirContext, resource_type: str, params: Sequence[tuple[str, str]], base_url: str) -> list[tuple[str, str]]:
+    """Values of reference parameters that are absolute URLs on this server become local `Type/id`
+    (other values, such as a canonical `url`, are left as they are)."""
     prefix = base_url.rstrip("/") + "/"
-    return [(name, value.replace(prefix, "") if prefix in value else value) for name, value in params]
+
+    def is_reference(name: str) -> bool:
+        definition = context.search_parameters.get(resource_type, name.split(":", 1)[0].split(".", 1)[0])
+        return definition is not None and definition.type == "reference"
+
+    return [(name, value.replace(prefix, "") if prefix in value and is_reference(name) else value) for name, value in params]

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 
 from app.fhir.bundles import bundle, etag, status_line
-from app.fhir.models import RESOURCE_TYPES, is_valid_id
+from app.fhir.models import RESOURCE_TYPES, is_valid_id, stored_number
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import SearchQuery
 from app.security.access import TRUSTED, Access
@@ -142,10 +142,10 @@ def _patch_body(resource: Any, where: str) -> Any:
 
 
 def _version_of(tag: str) -> int:
-    value = tag.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    version = stored_number(tag.strip().removeprefix("W/").strip('"'))
+    if version is None:
         raise FhirError(ErrorCategory.MALFORMED, f"'{tag}' is not a version ETag")
-    return int(value)
+    return version
 
 
 async def _assign_ids(session: StoreSession, context: FhirContext, entries: list[_Entry], access: Access) -> dict[str, str]:
@@ -254,7 +254,7 @@ async def _execute(
             return {"resource": found, "response": {"status": status_line(200)}}
         access.require("r", resource_type)
         if len(parts) == 4 and parts[2] == "_history":
-            stored = await session.version(resource_type, resource_id, int(parts[3]) if parts[3].isdigit() else -1)
+            stored = await session.version(resource_type, resource_id, stored_number(parts[3]) or -1)
             if stored is None or stored.deleted:
                 raise FhirError(ErrorCategory.NOT_FOUND, f"{entry.path} is not known")
         else:

@@ -7,14 +7,14 @@ transaction; a version check in the UPDATE itself means concurrent writers never
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, delete, false, func, insert, select, text, update
+from sqlalchemy import Table, delete, event, false, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -36,7 +36,21 @@ _CREATE_BATCH = 500
 _EXACT_BELOW = 1000  # `_total=estimate`: counting fewer matches than this is cheap, so count them
 _SQLITE_BUSY_SECONDS = 30  # as PRAGMA busy_timeout in engine.py
 
-__all__ = ["Create", "Delete", "HistoryPage", "SearchPage", "Store", "StoreSession", "StoredVersion", "Update", "Write"]
+__all__ = [
+    "Create",
+    "Delete",
+    "HistoryPage",
+    "SearchPage",
+    "Store",
+    "StoreSession",
+    "StoredVersion",
+    "Update",
+    "Write",
+    "on_commit_of",
+]
+
+# Connection info key: the resource types the open transaction wrote (see `on_commit_of`).
+_TYPES_WRITTEN = "backpath_types_written"
 
 
 @dataclass(frozen=True)
@@ -278,6 +292,7 @@ class StoreSession:
         """Apply one write; a stale `expected_version` or an id taken meanwhile is a 409 conflict."""
         if not self.writable:
             raise RuntimeError("apply() needs a write transaction")
+        self.connection.info.setdefault(_TYPES_WRITTEN, set()).add(write.type)
         if isinstance(write, Create):
             self.pending.append(write)
             if len(self.pending) >= _CREATE_BATCH:
@@ -477,3 +492,19 @@ class Store:
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(select(1))
+
+
+def on_commit_of(engine: AsyncEngine, resource_types: Collection[str], callback: Callable[[], None]) -> None:
+    """Call `callback` each time a transaction that wrote (created, updated or deleted) a resource of
+    one of `resource_types` has committed; a rollback forgets what it wrote."""
+    watched = frozenset(resource_types)
+
+    @event.listens_for(engine.sync_engine, "rollback")
+    def _rolled_back(connection: Any) -> None:
+        connection.info.pop(_TYPES_WRITTEN, None)
+
+    # The connection's return to the pool comes after its commit; the `commit` event fires before it.
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        if watched & record.info.pop(_TYPES_WRITTEN, set()):
+            callback()

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from app.services import resources
 from app.services.context import FhirContext
 from app.services.operations import Operation, OperationCall, OperationResult
-from tests.factories import observation, patient, unique
+from tests.factories import observation, patient, sbst_response, unique
 from tests.tokens import Issuer
 
 ADMIN = "user/*.cruds"
@@ -462,3 +462,72 @@ async def test_an_operation_for_another_patient_is_refused(
     leak = {"subject": f"Patient/{world.anna}", "reveal": world.bram}
     _forbidden(await secure_client.get("/PlanDefinition/$leaky-apply", params=leak, headers=anna_reads))
     _forbidden(await secure_client.get(f"/Observation/{world.bram_observation}/$validate", params={"mode": "delete"}, headers=anna_reads))
+
+
+# ---------------------------------------------------------------- operations that read or write more than their instance
+
+_SDC = "http://hl7.org/fhir/uv/sdc/StructureDefinition"
+
+
+def _observation_lookup(code: str) -> dict[str, Any]:
+    """A Questionnaire whose x-fhir-query variable looks up Observations by code and whose one item
+    shows whose they are: a $populate that ran the query with more access would show Bram."""
+    launch = {"url": f"{_SDC}/sdc-questionnaire-launchContext", "extension": [
+        {"url": "name", "valueCoding": {"system": "http://hl7.org/fhir/uv/sdc/CodeSystem/launchContext", "code": "patient"}},
+        {"url": "type", "valueCode": "Patient"}]}
+    variable = {"url": "http://hl7.org/fhir/StructureDefinition/variable",
+                "valueExpression": {"name": "found", "language": "application/x-fhir-query", "expression": f"Observation?code={code}"}}
+    initial = {"url": f"{_SDC}/sdc-questionnaire-initialExpression",
+               "valueExpression": {"language": "text/fhirpath", "expression": "%found.entry.resource.subject.reference"}}
+    return {"resourceType": "Questionnaire", "status": "active", "extension": [launch, variable],
+            "item": [{"linkId": "whose", "text": "Whose observation", "type": "string", "extension": [initial]}]}
+
+
+async def _populate(client: httpx.AsyncClient, headers: dict[str, str], questionnaire: dict[str, Any], *parts: dict[str, Any]) -> httpx.Response:
+    body = {"resourceType": "Parameters", "parameter": [{"name": "questionnaire", "resource": questionnaire}, *parts]}
+    return await client.post("/Questionnaire/$populate", json=body, headers=headers)
+
+
+async def test_populate_reads_only_what_the_token_may_read(secure_client: httpx.AsyncClient, world: World, anna_reads: dict[str, str]) -> None:
+    me = {"name": "subject", "valueReference": {"reference": f"Patient/{world.anna}"}}
+    mine = await _populate(secure_client, anna_reads, _observation_lookup(world.anna_code), me)
+    assert mine.status_code == 200, mine.text
+    answers = [i.get("answer") for i in mine.json()["parameter"][0]["resource"]["item"]]
+    assert answers == [[{"valueString": f"Patient/{world.anna}"}]]
+    theirs = await _populate(secure_client, anna_reads, _observation_lookup(world.bram_code), me)
+    assert theirs.status_code == 200, theirs.text
+    assert [i.get("answer") for i in theirs.json()["parameter"][0]["resource"]["item"]] == [None]
+    bram_as_context = {"name": "context", "part": [{"name": "name", "valueString": "patient"},
+                                                   {"name": "content", "valueReference": {"reference": f"Patient/{world.bram}"}}]}
+    _forbidden(await _populate(secure_client, anna_reads, _observation_lookup(world.bram_code), bram_as_context))
+
+
+async def test_extract_persists_only_what_the_token_may_write(
+    secure_client: httpx.AsyncClient, issuer: Issuer, world: World, anna_writes: dict[str, str]
+) -> None:
+    def persisting(subject: str) -> dict[str, Any]:
+        response = sbst_response([True] * 8, "extremely", subject={"reference": subject})
+        return {"resourceType": "Parameters", "parameter": [{"name": "questionnaire-response", "resource": response},
+                                                            {"name": "persist", "valueBoolean": True}]}
+
+    _forbidden(await secure_client.post("/QuestionnaireResponse/$extract", json=persisting(f"Patient/{world.bram}"), headers=anna_writes))
+    stored = await secure_client.get("/QuestionnaireResponse", params={"subject": f"Patient/{world.bram}"}, headers=issuer.headers(ADMIN))
+    assert stored.json().get("entry", []) == []
+    mine = await secure_client.post("/QuestionnaireResponse/$extract", json=persisting(f"Patient/{world.anna}"), headers=anna_writes)
+    assert mine.status_code == 200, mine.text
+
+
+async def test_an_operation_that_changes_data_cannot_be_invoked_with_get(
+    secure_client: httpx.AsyncClient, issuer: Issuer, world: World
+) -> None:
+    refused = await secure_client.get("/QuestionnaireResponse/$extract", params={"persist": "true"}, headers=issuer.headers(ADMIN))
+    assert refused.status_code == 405, refused.text
+    assert refused.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_process_message_needs_messageheader_create_not_every_type(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    message = {"resourceType": "Bundle", "type": "message", "entry": []}
+    _forbidden(await secure_client.post("/$process-message", json=message, headers=issuer.headers("user/Patient.cruds")))
+    answered = await secure_client.post("/$process-message", json=message, headers=issuer.headers("system/MessageHeader.c"))
+    assert answered.status_code != 403, answered.text
+    assert answered.json()["resourceType"] in ("Bundle", "OperationOutcome")

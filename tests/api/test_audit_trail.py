@@ -9,9 +9,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
+from app.security.access import Access
+from app.security.audit import AuditRecord
+from app.services import audit as audit_service
+from app.services.search import search
 from tests.factories import observation, patient, unique
 from tests.tokens import Issuer
 
@@ -163,3 +168,28 @@ async def test_audit_events_cannot_be_changed(secure_client: httpx.AsyncClient, 
     assert response.json()["issue"][0]["code"] == "not-supported"
     again = await secure_client.get(url, headers=issuer.headers(AUDITOR))
     assert again.json() == event
+
+
+async def test_one_record_that_cannot_be_written_does_not_stop_the_trail(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer drops the one bad record (logged) and writes the rest, instead of retrying all forever."""
+    context = app.state.fhir
+    building = audit_service.audit_events
+
+    def poisoned(record: AuditRecord, *args: Any) -> list[dict[str, Any]]:
+        if record.request_id == "poison":
+            raise ValueError("cannot build this one")
+        return building(record, *args)
+
+    monkeypatch.setattr(audit_service, "audit_events", poisoned)
+    trail = audit_service.AuditTrail(context)
+    anna = unique("anna")
+    for request_id in ("before", "poison", "after"):
+        await trail.record(AuditRecord(
+            interaction="read", resource_type="Patient", resource_id=anna, status=200, access=Access(client_id="app"),
+            server="http://testserver", source_address="127.0.0.1", request_id=request_id,
+            answer=orjson.dumps(patient("Poison", id=anna)),
+        ))
+    await trail.flush()
+    await trail.close()
+    found = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}")])
+    assert len(found.get("entry", [])) == 2

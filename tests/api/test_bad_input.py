@@ -164,13 +164,23 @@ CASES: dict[str, BadRequest] = {
     "id-percent-encoded-space-delete": BadRequest("DELETE", "/Patient/a%20b", 400, "structure"),
     "id-unicode-patch": BadRequest("PATCH", "/Patient/%C3%A9", 400, "structure", _patch([]), _JSON_PATCH),
     "unknown-operation": BadRequest("POST", "/Patient/$frobnicate", 404, "not-found", _json({"resourceType": "Parameters"})),
+    "operation-parameters-with-a-string-part": BadRequest(
+        "POST", "/Questionnaire/$populate", 400, "invalid",
+        _json({"resourceType": "Parameters", "parameter": [{"name": "context", "part": ["patient"]}]}),
+    ),
     "validate-with-garbage": BadRequest("POST", "/Patient/$validate", 400, "structure", b"{not json"),
     "validate-as-text": BadRequest("POST", "/Patient/{id}/$validate", 415, "not-supported", _json(_new_patient()), _PLAIN),
     "method-not-allowed": BadRequest("PATCH", "/Patient", 405, "not-supported", _patch([]), _JSON_PATCH),
     "vread-version-not-a-number": BadRequest("GET", "/Patient/{id}/_history/first", 404, "not-found"),
+    "vread-version-wider-than-any-column": BadRequest("GET", "/Patient/{id}/_history/" + "9" * 30, 404, "not-found"),
+    "vread-version-in-unicode-digits": BadRequest("GET", "/Patient/{id}/_history/%C2%B2", 404, "not-found"),
+    "count-in-unicode-digits": BadRequest("GET", "/Patient", 400, "invalid", params={"_count": "\u00b2"}),
     # --- versions and conditions ---
     "if-match-garbage": BadRequest(
         "PUT", "/Patient/{id}", 400, "structure", _json({**_new_patient(), "id": "{id}"}), {**FHIR_JSON, "If-Match": "yesterday"}
+    ),
+    "if-match-wider-than-any-column": BadRequest(
+        "PUT", "/Patient/{id}", 400, "structure", _json({**_new_patient(), "id": "{id}"}), {**FHIR_JSON, "If-Match": f'W/"{"9" * 30}"'}
     ),
     "if-match-stale-put": BadRequest(
         "PUT", "/Patient/{id}", 412, "conflict", _json({**_new_patient(), "id": "{id}"}), {**FHIR_JSON, "If-Match": 'W/"99"'}

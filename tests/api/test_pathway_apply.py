@@ -191,7 +191,7 @@ async def test_capability_statement_lists_the_apply_operations(client: httpx.Asy
 
 
 async def test_an_edited_rule_applies_at_once(client: httpx.AsyncClient, stored_patient: str) -> None:
-    """Definitions are cached, but a write of any definition drops the cache (write hook)."""
+    """Definitions are cached, but a committed write of any definition drops the cache; so does a delete."""
     plan_id = unique("edited")
     rule: dict[str, Any] = {"resourceType": "PlanDefinition", "id": plan_id, "url": f"http://test/PlanDefinition/{plan_id}", "status": "active",
                             "action": [{"id": "rule", "title": "before", "condition": [{"kind": "applicability", "expression": {"language": "text/fhirpath", "expression": "%`sbst-risk` = 'high'"}}]}]}  # fmt: skip
@@ -203,6 +203,11 @@ async def test_an_edited_rule_applies_at_once(client: httpx.AsyncClient, stored_
     assert (await client.put(f"/PlanDefinition/{plan_id}", json=rule, headers=FHIR_JSON)).status_code == 200
     second = await _post(client, f"/PlanDefinition/{plan_id}/$apply", parameters(("subject", stored_patient)), 200)
     assert "action" not in second["contained"][0]
+    by_url = parameters(("url", rule["url"]), ("subject", stored_patient))
+    await _post(client, "/PlanDefinition/$apply", by_url, 200)
+    assert (await client.delete(f"/PlanDefinition/{plan_id}")).status_code in (200, 204)
+    await _post(client, "/PlanDefinition/$apply", by_url, 404)
+    await _post(client, f"/PlanDefinition/{plan_id}/$apply", parameters(("subject", stored_patient)), 410)
 
 
 async def test_every_page_of_the_subjects_data_is_read(client: httpx.AsyncClient, stored_patient: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.fhir.outcome import ErrorCategory, FhirError, Issue
+from app.security.access import Access
 from app.services import resources
 from app.services.context import FhirContext, HookResult
 from app.storage.repository import StoredVersion, StoreSession
@@ -17,7 +18,7 @@ from tests.factories import patient, unique
 
 
 async def _tag_and_guard(
-    session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None
+    session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None, access: Access
 ) -> HookResult:
     if resource.get("gender") == "unknown":
         raise FhirError(ErrorCategory.INVALID_RESOURCE, "hook refuses unknown gender", ("Patient.gender",))

@@ -52,6 +52,7 @@ class ReferralService:
             affects_state=True,
             handler=process,
             documentation="Accepts a referral message Bundle from a partner; answers with the acknowledgement message.",
+            requires=(("c", "MessageHeader"),),
         )
         return [receive, *decision_operations(config), resend_operation()]
 

@@ -17,7 +17,7 @@ from app.referral.reports import ReportContent, report_composition
 from app.services import resources
 from app.services.context import FhirContext
 from app.services.referrals.config import ReferralConfig
-from app.services.referrals.directory import Route, route_to
+from app.services.referrals.directory import Readable, Route, route_to
 from app.services.referrals.importing import refuse_unexpected
 from app.storage.repository import StoreSession
 
@@ -38,6 +38,7 @@ class Decided:
     request: dict[str, Any]
     parameters: dict[str, list[dict[str, Any]]]
     now: str
+    readable: Readable  # what the decider may read: only that travels
     details: dict[str, Any] = field(default_factory=dict)  # Change fields
     created: list[dict[str, Any]] = field(default_factory=list)  # resources the decision made here
     supplied: list[dict[str, Any]] = field(default_factory=list)

@@ -24,7 +24,7 @@ from app.services.context import FhirContext
 from app.services.operations import Operation, OperationCall, OperationResult
 from app.services.referrals.config import ReferralConfig
 from app.services.referrals.decision_details import DETAILS, Decided, parameters_of
-from app.services.referrals.directory import Route, gather, load, own_party, route_to
+from app.services.referrals.directory import Route, gather, load, own_party, readable_by, route_to
 from app.services.referrals.hooks import internal
 from app.services.referrals.outgoing import new_referral
 from app.services.referrals.sending import Outgoing, last_message, send
@@ -44,6 +44,8 @@ async def decide(context: FhirContext, config: ReferralConfig, call: OperationCa
         referral_id = referral_id_of(task)
         if referral_id is None:
             raise FhirError(ErrorCategory.INVALID_RESOURCE, f"Task/{task['id']} does not track a referral")
+        if not isinstance((task.get("for") or {}).get("reference"), str):
+            raise FhirError(ErrorCategory.INVALID_RESOURCE, f"Task/{task['id']} names no patient (Task.for)", ("Task.for",))
         us = await own_party(session, context, config)
         we_own = (task.get("owner") or {}).get("reference") == us.reference
         if (decision.by == "owner") != we_own:
@@ -56,7 +58,8 @@ async def decide(context: FhirContext, config: ReferralConfig, call: OperationCa
         route = await route_to(session, context, str(other.get("reference", "")))
         if route is None or route.party.endpoint not in config.partners:
             raise FhirError(ErrorCategory.INVALID_RESOURCE, f"{other.get('reference')} has no messaging Endpoint among the configured partners")
-        decided = Decided(session, writer, config, us, task, request, parameters, format_instant(context.clock()))
+        readable = readable_by(context, call.access)
+        decided = Decided(session, writer, config, us, task, request, parameters, format_instant(context.clock()), readable)
         await DETAILS[code](decided)
         supporting = decided.details.pop("supporting", [])
         new_owner = decided.details.pop("new_owner", None)
@@ -77,7 +80,7 @@ async def decide(context: FhirContext, config: ReferralConfig, call: OperationCa
             forwarded = next(r for r in decided.created if r["resourceType"] == "ServiceRequest")
             onward, _ = await new_referral(
                 session, context, us, decided.forward_to, forwarded, None, referral_id,
-                activity="forward-message", previous=(received.message_id, "revision") if received else None,
+                activity="forward-message", previous=(received.message_id, "revision") if received else None, access=call.access,
             )
             await send(session, context, config, us, onward)
     return OperationResult(final)
@@ -100,7 +103,7 @@ async def _reply(decided: Decided, route: Route, code: str, referral_id: str, ta
     seeds = [{**{k: v for k, v in task.items() if k != "output"}, **({"output": outputs} if outputs else {})}, *decided.supplied]
     if not documented:
         seeds += decided.created
-    payload, _ = await gather(session, seeds, reply=True)
+    payload, _ = await gather(session, seeds, reply=True, readable=decided.readable)
     focus = [f"Task/{task['id']}"]
     if documented:
         document = await _document(decided, route, code, referral_id)
@@ -130,7 +133,7 @@ async def _document(decided: Decided, route: Route, code: str, referral_id: str)
         composition = cancellation_composition(
             decided.context.new_id(), referral_id, decided.task["for"]["reference"], decided.us.reference, decided.us.reference, decided.now, reason
         )
-    resources_, _ = await gather(decided.session, [composition], reply=True)
+    resources_, _ = await gather(decided.session, [composition], reply=True, readable=decided.readable)
     return document_bundle(decided.context.new_id(), decided.us.endpoint, decided.now, resources_[0], [*resources_[1:], decided.us.organization])
 
 

@@ -58,6 +58,7 @@ class DeliveryWorker:
         self.client = client or httpx.AsyncClient(timeout=config.timeout_seconds)
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._halting = False
 
     def start(self) -> None:
         outbox.wake_on_commit(self.context.store.engine, self.wake.set)
@@ -66,17 +67,21 @@ class DeliveryWorker:
     async def halt(self) -> None:
         """Stop the background loop (deliver_due still works when called)."""
         if self._task is not None:
+            # The flag ends the loop even when the cancel is lost: Python 3.11's asyncio.wait_for
+            # swallows a cancel that arrives as the awaited event fires, and the loop would go on.
+            self._halting = True
+            self.wake.set()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            self._task = None
+            self._task, self._halting = None, False
 
     async def stop(self) -> None:
         await self.halt()
         await self.client.aclose()
 
     async def _run(self) -> None:
-        while True:
+        while not self._halting:
             try:
                 while await self.deliver_due():
                     pass

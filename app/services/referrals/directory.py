@@ -4,7 +4,7 @@ messaging Endpoint, the partners allowed to send, and the records that travel wi
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +18,8 @@ from app.referral.medcom import Party
 from app.referral.payload import travelling_copy
 from app.referral.references import local_key, references, rewrite_references
 from app.referral.validation import Tie, identifiers_of
+from app.security.access import Access
+from app.security.compartment import visible
 from app.services.context import FhirContext
 from app.services.referrals.config import ReferralConfig
 from app.storage.repository import StoreSession
@@ -27,17 +29,27 @@ __all__ = [
     "CHANNELS",
     "Parties",
     "Partner",
+    "Readable",
     "Route",
     "find_by_identifiers",
     "gather",
     "load",
     "own_party",
     "partner_map",
+    "readable_by",
     "route_to",
 ]
 
 CHANNELS = frozenset({"medcom-fhir-message", "zorgdomein-style"})
 _MAX_TRAVELLING = 200
+
+# Whether the one a message is sent for may read a resource it would carry.
+Readable = Callable[[dict[str, Any]], bool]
+
+
+def readable_by(context: FhirContext, access: Access) -> Readable:
+    """What `access` may read, as `gather` asks it."""
+    return lambda resource: visible(context.search_parameters, access, resource)
 
 
 @dataclass(frozen=True)
@@ -182,11 +194,18 @@ class Parties:
 
 
 async def gather(
-    session: StoreSession, seeds: Sequence[dict[str, Any]], *, reply: bool, required: Sequence[tuple[int, str]] = ()
+    session: StoreSession,
+    seeds: Sequence[dict[str, Any]],
+    *,
+    reply: bool,
+    required: Sequence[tuple[int, str]] = (),
+    readable: Readable = lambda _resource: True,
 ) -> tuple[list[dict[str, Any]], list[Issue]]:
     """The travelling copies of `seeds` and of everything they reference, transitively, from the
     store. A reference to something not stored here is removed from the copy (with a warning),
-    except the `required` ones — (seed index, element) — which refuse the referral (422)."""
+    except the `required` ones — (seed index, element) — which refuse the referral (422); one to
+    something the sender may not read refuses it (403): a message must not carry what its sender
+    could not see."""
     found: dict[tuple[str, str], dict[str, Any]] = {}
     order: list[tuple[str, str]] = []
     for seed in seeds:
@@ -209,6 +228,8 @@ async def gather(
                 missing.add(reference)
                 warnings.append(Issue("warning", "not-found", f"{current['resourceType']}.{path}: {reference} is not stored here and was left out of the message"))
                 continue
+            if not readable(stored):
+                raise FhirError(ErrorCategory.FORBIDDEN, f"{current['resourceType']}.{path}: the access token may not read {reference}, so it cannot travel")
             if len(found) >= _MAX_TRAVELLING:
                 raise FhirError(ErrorCategory.INVALID_RESOURCE, f"The referral references more than {_MAX_TRAVELLING} resources")
             found[target] = travelling_copy(stored, reply=reply)

@@ -22,6 +22,7 @@ from app.referral import codes
 from app.referral.medcom import Party
 from app.referral.payload import referral_id_of, sender_task
 from app.referral.workflow import check_task_transition
+from app.security.access import Access
 from app.services import resources
 from app.services.context import FhirContext, HookResult, WriteHook
 from app.services.referrals.config import ReferralConfig
@@ -38,7 +39,7 @@ _OPERATIONS = "$accept, $reject, $forward, $change-priority, $request-informatio
 
 
 async def check_task_status(
-    _session: StoreSession, _context: FhirContext, resource: dict[str, Any], current: StoredVersion | None
+    _session: StoreSession, _context: FhirContext, resource: dict[str, Any], current: StoredVersion | None, _access: Access
 ) -> HookResult:
     """Any Task: a status change must be an edge of the state machine."""
     if current is not None and current.content:
@@ -48,16 +49,18 @@ async def check_task_status(
 
 
 def internal(context: FhirContext) -> FhirContext:
-    """The context the referral services write with: the state machine still holds, but no
-    activation and no guard (the services are the ones making the decisions travel)."""
-    return replace(context, write_hooks={"Task": (check_task_status,)})
+    """The context the referral services write with: the state machine and every other use case's
+    hooks still hold, but not this module's activation and guard (the services are the ones making
+    the decisions travel)."""
+    hooks = {t: tuple(h for h in hs if h.__module__ != __name__) for t, hs in context.write_hooks.items()}
+    return replace(context, write_hooks={**hooks, "Task": (check_task_status, *hooks.get("Task", ()))})
 
 
 async def guard_referral_task(
-    session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None
+    session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None, access: Access
 ) -> HookResult:
     """Plain writes may not make a referral decision behind the other side's back."""
-    result = await check_task_status(session, context, resource, current)
+    result = await check_task_status(session, context, resource, current, access)
     if current is None or not current.content or referral_id_of(resource) is None:
         return result
     previous = orjson.loads(current.content)
@@ -81,16 +84,24 @@ def _activates(resource: dict[str, Any], current: StoredVersion | None) -> bool:
 
 
 def activation_hook(config: ReferralConfig) -> WriteHook:
-    async def hook(session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None) -> HookResult:
-        return await activate_referral(session, context, config, resource, current)
+    async def hook(
+        session: StoreSession, context: FhirContext, resource: dict[str, Any], current: StoredVersion | None, access: Access
+    ) -> HookResult:
+        return await activate_referral(session, context, config, resource, current, access)
 
     return hook
 
 
 async def activate_referral(
-    session: StoreSession, context: FhirContext, config: ReferralConfig, request: dict[str, Any], current: StoredVersion | None
+    session: StoreSession,
+    context: FhirContext,
+    config: ReferralConfig,
+    request: dict[str, Any],
+    current: StoredVersion | None,
+    access: Access,
 ) -> HookResult:
-    """Turn an activated referral ServiceRequest into a tracking Task and a queued message."""
+    """Turn an activated referral ServiceRequest into a tracking Task and a queued message; what
+    travels with it must be readable with the writer's `access`."""
     if not _activates(request, current):
         return HookResult(request)
     performer = next((p.get("reference") for p in request.get("performer", []) if isinstance(p, dict)), None)
@@ -113,7 +124,7 @@ async def activate_referral(
     task = sender_task(request, context.new_id(), referral_id, route.party.reference, format_instant(context.clock()))
     writer = internal(context)
     await resources.create_in(session, writer, "Task", task, resource_id=task["id"])
-    outgoing, warnings = await new_referral(session, context, us, route, request, task, referral_id)
+    outgoing, warnings = await new_referral(session, context, us, route, request, task, referral_id, access=access)
     cc = tuple(party for party in [await _cc_party(session, context, reference, config) for reference in config.cc] if party is not None)
     await send(session, context, config, us, replace(outgoing, cc=cc))
     return HookResult(request, tuple(warnings))

@@ -11,8 +11,9 @@ from app.referral import codes
 from app.referral.medcom import Party
 from app.referral.payload import has_sbst
 from app.referral.zorgdomein import RequestContent, document_bundle, request_composition
+from app.security.access import TRUSTED, Access
 from app.services.context import FhirContext
-from app.services.referrals.directory import Route, gather
+from app.services.referrals.directory import Route, gather, readable_by
 from app.services.referrals.sending import Outgoing
 from app.services.stored import format_instant
 from app.storage.repository import StoreSession
@@ -34,10 +35,12 @@ async def new_referral(
     *,
     activity: str = "new-message",
     previous: tuple[str, str] | None = None,
+    access: Access = TRUSTED,
 ) -> tuple[Outgoing, list[Issue]]:
-    """The Outgoing new-referral for `request` (and the sender's `task`, DK) to `route`."""
+    """The Outgoing new-referral for `request` (and the sender's `task`, DK) to `route`, with only
+    what `access` may read."""
     seeds = [request, task] if task is not None and route.country == "DK" else [request]
-    resources, warnings = await gather(session, seeds, reply=False, required=_REQUIRED)
+    resources, warnings = await gather(session, seeds, reply=False, required=_REQUIRED, readable=readable_by(context, access))
     if route.country == "DK":
         payload, focus = resources, f"ServiceRequest/{request['id']}"
     else:
