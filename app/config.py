@@ -80,6 +80,8 @@ class Settings:
     organization_identifiers: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_ORGANIZATION_IDENTIFIERS"))
     endpoint: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_ENDPOINT") or None)
     partner_endpoints: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_PARTNER_ENDPOINTS"))
+    # address=client_id pairs: the authenticated client that may send as each partner address.
+    partner_clients: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_PARTNER_CLIENTS"))
     referral_cc: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_REFERRAL_CC"))
     delivery_max_attempts: int = field(default_factory=lambda: _env_int("BACKPATH_DELIVERY_MAX_ATTEMPTS", 8))
     delivery_retry_base_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_RETRY_BASE_SECONDS", 2.0))

@@ -2,7 +2,7 @@
 
 Every route, discovery included, first authenticates the CDS client's JWT when the deployment has
 client authentication on (its `aud` must be the URL called); a refusal is a 401 OperationOutcome
-that says nothing about why. Answers are `application/json`; errors are OperationOutcomes (as
+that says nothing about why. A service call leaves an AuditEvent for its patient. Answers are `application/json`; errors are OperationOutcomes (as
 CDS Hooks 3.0 recommends) with the status the spec gives (412 for missing data).
 """
 
@@ -17,8 +17,12 @@ from starlette.responses import Response
 from app.api.deps import AppSettings, BaseUrl, Context
 from app.api.errors import outcome_response
 from app.api.media import read_json_body
+from app.api.observability import current_request_id
 from app.cds.client_jwt import ClientClaims
+from app.fhir.models import is_valid_id
 from app.fhir.outcome import FhirError
+from app.security.access import Access
+from app.security.audit import AuditRecord, Touched
 from app.services import cds, cds_feedback
 from app.services.cds import CdsHooks
 
@@ -78,12 +82,46 @@ async def discovery(request: Request, context: Context, hooks: Hooks, base_url: 
 @router.post("/{service_id}", summary="Call a CDS Service (patient-view, order-select, order-sign)", openapi_extra=_JSON_BODY, responses=_ANSWERS)
 async def call(request: Request, service_id: str, context: Context, hooks: Hooks, settings: AppSettings, base_url: BaseUrl) -> Response:
     try:
-        await _client(request, context, hooks, base_url)
+        client = await _client(request, context, hooks, base_url)
     except _Refused as refused:
         return refused.response
     body = await read_json_body(request, settings.max_body_bytes)
-    answer = await cds.call_service(context, hooks, service_id, body, base_url, request.headers.get("accept-language"))
+    status = 500
+    try:
+        answer = await cds.call_service(context, hooks, service_id, body, base_url, request.headers.get("accept-language"))
+        status = 200
+    except FhirError as error:
+        status = error.status
+        raise
+    finally:
+        await _audit(request, client, body, status, base_url)
     return _json(answer)
+
+
+async def _audit(request: Request, client: ClientClaims | None, body: Any, status: int, base_url: str) -> None:
+    """A service call reads the patient's data, so it leaves an AuditEvent like a FHIR request:
+    the CDS client as the agent, `context.userId` as the user, `context.patientId` as the patient."""
+    trail = getattr(request.app.state, "audit", None)
+    if trail is None:
+        return
+    hook_context = body.get("context") if isinstance(body, dict) else None
+    named = hook_context if isinstance(hook_context, dict) else {}
+    patient, user = named.get("patientId"), named.get("userId")
+    touched = (Touched("Patient", patient, None, frozenset({patient})),) if isinstance(patient, str) and is_valid_id(patient) else ()
+    await trail.record(
+        AuditRecord(
+            interaction="operation",
+            resource_type=None,
+            resource_id=None,
+            status=status,
+            access=Access(client_id=client.issuer if client else None, user=user if isinstance(user, str) else None),
+            server=base_url,
+            source_address=request.client.host if request.client else None,
+            request_id=current_request_id(),
+            query=f"POST {request.url.path}",
+            touched=touched,
+        )
+    )
 
 
 @router.post("/{service_id}/feedback", summary="Feedback on the cards of a CDS Service", openapi_extra=_JSON_BODY, responses=_ANSWERS)

@@ -1,8 +1,10 @@
 """Who is asking and what they may do: a token's SMART scopes applied per interaction and resource type.
 
 Spec: https://hl7.org/fhir/smart-app-launch/STU2.2/scopes-and-launch-context.html. Each interaction
-needs one permission letter on the type it touches (the table in `INTERACTIONS`); the answer for a
-type is a `Limit`: any resource, only the token patient's compartment, or nothing.
+needs one permission letter on the type it touches (read, vread and instance history `r`; search
+and type/system history `s`; create `c`; update, patch and create-on-update `u`; delete `d`), asked
+for by the service that runs it; the answer for a type is a `Limit`: any resource, only the token
+patient's compartment, or nothing.
 """
 
 from __future__ import annotations
@@ -21,27 +23,11 @@ __all__ = [
     "COMPARTMENT_TYPES",
     "DEVELOPMENT",
     "IMMUTABLE_TYPES",
-    "INTERACTIONS",
     "NON_PATIENT_TYPES",
     "TRUSTED",
     "Access",
     "Limit",
 ]
-
-# The permission letter each FHIR interaction needs (SMART 2.2, "scopes for requesting FHIR resources").
-# Update covers create-on-update and patch; operations need `r`, or `c` and `u` when they change state.
-INTERACTIONS = {
-    "read": "r",
-    "vread": "r",
-    "history-instance": "r",
-    "search-type": "s",
-    "history-type": "s",
-    "history-system": "s",
-    "create": "c",
-    "update": "u",
-    "patch": "u",
-    "delete": "d",
-}
 
 COMPARTMENT_TYPES: frozenset[str] = frozenset(compartment_parameters()) | {"Patient"}
 NON_PATIENT_TYPES: frozenset[str] = frozenset(
@@ -102,9 +88,6 @@ class Access:
         if limit is Limit.DENIED:
             raise FhirError(ErrorCategory.FORBIDDEN, f"The access token does not allow to {_VERBS[permission]} {resource_type}")
         return limit
-
-    def require_interaction(self, interaction: str, resource_type: str) -> Limit:
-        return self.require(INTERACTIONS[interaction], resource_type)
 
     @property
     def restricted_to_patient(self) -> bool:

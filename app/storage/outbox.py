@@ -54,7 +54,6 @@ __all__ = [
     "mark_failed",
     "mark_retry",
     "outbox",
-    "outbox_rows",
     "processed",
     "record_processed",
     "reset_for_resend",
@@ -259,15 +258,6 @@ async def reset_for_resend(session: StoreSession, task_id: str, now: datetime) -
     )
     session.connection.info[_WROTE] = True
     return int(result.rowcount)
-
-
-async def outbox_rows(session: StoreSession, *, task_id: str | None = None, exchange: str | None = None) -> list[OutboxRow]:
-    statement = select(outbox).order_by(outbox.c.seq)
-    if task_id is not None:
-        statement = statement.where(outbox.c.task_id == task_id)
-    if exchange is not None:
-        statement = statement.where(outbox.c.exchange == exchange)
-    return [_row(r._mapping) for r in (await session.connection.execute(statement)).all()]
 
 
 async def processed(session: StoreSession, message_id: str) -> InboxRecord | None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, delete, event, false, func, insert, select, text, update
+from sqlalchemy import Table, and_, delete, event, false, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -23,7 +23,7 @@ from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import Include, SearchQuery
 from app.storage.bulk import bulk_insert
 from app.storage.engine import WRITE
-from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version
+from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version, token_index
 from app.storage.search_sql import (
     count_statement,
     forward_include_statement,
@@ -281,6 +281,25 @@ class StoreSession:
             ).all()
             found += [_stored(row._mapping) for row in rows]
         return found
+
+    async def first_with_token(self, resource_type: str, param: str, tokens: Sequence[tuple[str, str]]) -> str | None:
+        """The smallest id of a `resource_type` indexed under `param` with any of the (system, code)
+        tokens: one index probe where a search would cost a query plan, for look-ups by identifier."""
+        if not tokens:
+            return None
+        await self.flush()
+        statement = (
+            select(token_index.c.id)
+            .where(
+                token_index.c.type == resource_type,
+                token_index.c.param == param,
+                or_(*(and_(token_index.c.system == system, token_index.c.code == code) for system, code in tokens)),
+            )
+            .order_by(token_index.c.id)
+            .limit(1)
+        )
+        found = (await self.connection.execute(statement)).scalar()
+        return str(found) if found is not None else None
 
     async def lock(self, key: str) -> None:
         """Serialise writers that decide on the same key (conditional create); SQLite already does."""

@@ -44,9 +44,18 @@ class Running:
 
 
 @asynccontextmanager
-async def running(settings: Settings, database_url: str, org: Org, address: str, partners: Mapping[str, Org], **overrides: Any) -> AsyncIterator[Running]:
-    """An app that is `org` at `address`, with `partners` (address → organisation) registered.
-    Failed deliveries wait an hour before the next try, so tests see the outbox as it was queued."""
+async def running(
+    settings: Settings,
+    database_url: str,
+    org: Org,
+    address: str,
+    partners: Mapping[str, Org],
+    headers: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Running]:
+    """An app that is `org` at `address`, with `partners` (address → organisation) registered; its
+    client sends `headers` (e.g. a token) with every request. Failed deliveries wait an hour before
+    the next try, so tests see the outbox as it was queued."""
     configured = replace(
         settings,
         database_url=database_url,
@@ -60,7 +69,9 @@ async def running(settings: Settings, database_url: str, org: Org, address: str,
         **overrides,
     )
     app = create_app(configured)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=address) as client:
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url=address, headers=dict(headers or {})
+    ) as client:
         await register(client, org, None)
         for partner_address, partner in partners.items():
             await register(client, partner, partner_address)

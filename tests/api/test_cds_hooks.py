@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fastapi import FastAPI
 
@@ -16,9 +17,11 @@ from app.cds.discovery import find_service
 from app.cds.hooks import parse_hook_request
 from app.config import Settings
 from app.fhir.outcome import FhirError
+from app.services.audit import AuditTrail
 from app.services.cds import cds_hooks
 from app.services.cds_data import DataSources, subject_data
 from app.services.cds_feedback import feedback_summary
+from app.services.search import search
 from tests.cds_support import CDS_JSON, TODAY, codes, hook_request, mr_order, subject_resources
 from tests.factories import (
     FHIR_JSON,
@@ -212,3 +215,21 @@ def test_client_authentication_is_on_in_production_and_off_in_development(databa
     assert forced.authenticator is not None
     with pytest.raises(ValueError):
         cds_hooks(Settings(database_url=database_url, cds_client_auth=True, cds_clients='{"https://x": {}}'))
+
+
+async def test_a_service_call_leaves_an_audit_event_for_its_patient(cds_client: httpx.AsyncClient, cds_app: FastAPI) -> None:
+    """As a FHIR read of the patient's data would: the CDS client as agent, context.userId as user."""
+    trail = AuditTrail(cds_app.state.fhir)
+    cds_app.state.audit = trail
+    patient_id = unique("audited")
+    body = hook_request("patient-view", patient_id, subject_resources(patient_id, weeks=1))
+    try:
+        await _call(cds_client, "lbp-pathway", body)
+    finally:
+        cds_app.state.audit = None
+        await trail.close()
+    found = orjson.loads(orjson.dumps(await search(cds_app.state.fhir, "http://testserver", "AuditEvent", [("patient", f"Patient/{patient_id}")])))
+    (event,) = [e["resource"] for e in found.get("entry", [])]
+    assert event["action"] == "E" and event["outcome"] == "0"
+    agents = {a.get("who", {}).get("identifier", {}).get("value") or a.get("altId") or a.get("who", {}).get("reference") for a in event["agent"]}
+    assert body["context"]["userId"] in agents

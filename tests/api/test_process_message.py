@@ -15,6 +15,7 @@ from app.config import Settings
 from app.referral import codes
 from tests.api.referral_apps import Running, message, running
 from tests.referral_data import FHIR_JSON, dk_org, patient
+from tests.tokens import Issuer
 
 SENDER = "http://sender.test"
 RECEIVER = "http://receiver.test"
@@ -296,3 +297,20 @@ async def test_an_update_for_an_unknown_referral_is_a_transient_error(receiver: 
     answer = (await _post(receiver, body))[1]
     assert _ack(answer)[0] == "transient-error" and "not known here" in _outcome_text(answer)
     assert await receiver.snapshot() == before
+
+
+async def test_with_authentication_only_the_client_bound_to_the_partner_may_send_as_it(
+    secure_settings: Settings, scratch_database: Callable[[str], str], issuer: Issuer
+) -> None:
+    def token(client_id: str) -> dict[str, str]:
+        return issuer.headers("system/*.cruds", aud=RECEIVER, client_id=client_id)
+
+    bound = (f"{SENDER}=gp-client",)
+    async with running(secure_settings, scratch_database("pm_bound"), _spine, RECEIVER, {SENDER: _gp}, token("admin"), partner_clients=bound) as app:
+        sent = await app.client.post("/$process-message", json=new_referral(), headers={**FHIR_JSON, **token("gp-client")})
+        assert _ack(sent.json())[0] == "ok", sent.text
+        before = await app.snapshot()
+        forged = await app.client.post("/$process-message", json=new_referral(), headers={**FHIR_JSON, **token("spine-client")})
+        assert _ack(forged.json())[0] == "fatal-error"
+        assert "may not send as" in _outcome_text(forged.json())
+        assert await app.snapshot() == before

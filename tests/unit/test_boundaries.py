@@ -1,5 +1,5 @@
 """The layering rule of design.md, executable: domain code imports no web or database framework,
-storage imports neither services nor api, services never import api."""
+storage imports neither services nor api, services never import api nor build SQL."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ FORBIDDEN = {
     "referral": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
     "cds": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
     "storage": ("fastapi", "starlette", "app.services", "app.api"),
-    "services": ("fastapi", "starlette", "app.api"),
+    "services": ("fastapi", "starlette", "sqlalchemy", "app.api"),
 }
 
 

@@ -40,7 +40,7 @@ class ReferralService:
         config, parties = self.config, self.parties
 
         async def process(context: FhirContext, call: OperationCall) -> OperationResult:
-            return OperationResult(await process_message(context, config, parties, call.body))
+            return OperationResult(await process_message(context, config, parties, call.body, call.access))
 
         receive = Operation(
             code="process-message",

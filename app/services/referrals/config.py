@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from app.config import Settings
@@ -30,6 +30,8 @@ class ReferralConfig:
     identifiers: frozenset[Tie]  # this server's organisation (e.g. GLN and SOR, or AGB and URA)
     endpoint: str  # where partners deliver to us: MessageHeader.source.endpoint of what we send
     partners: frozenset[str]  # partner endpoint addresses we send to and accept messages from
+    # partner address → the client id whose token a message from that address must come with
+    partner_clients: Mapping[str, str] = field(default_factory=dict)
     cc: tuple[str, ...] = ()  # Organization references every new referral is copied to
     max_attempts: int = 8
     retry_base_seconds: float = 2.0
@@ -51,6 +53,7 @@ class ReferralConfig:
             identifiers=_ties(settings.organization_identifiers),
             endpoint=(settings.endpoint or settings.base_url or "").rstrip("/"),
             partners=frozenset(p.rstrip("/") for p in settings.partner_endpoints),
+            partner_clients=_bindings(settings.partner_clients),
             cc=settings.referral_cc,
             max_attempts=settings.delivery_max_attempts,
             retry_base_seconds=settings.delivery_retry_base_seconds,
@@ -65,6 +68,16 @@ class ReferralConfig:
     def retry_delay(self, attempts: int) -> float:
         """Exponential backoff: base, 2·base, 4·base, … capped at the maximum."""
         return float(min(self.retry_base_seconds * 2 ** max(attempts - 1, 0), self.retry_max_seconds))
+
+
+def _bindings(pairs: tuple[str, ...]) -> dict[str, str]:
+    bound = {}
+    for pair in pairs:
+        address, separator, client_id = pair.rpartition("=")
+        if not separator or not address or not client_id:
+            raise ValueError(f"BACKPATH_PARTNER_CLIENTS: '{pair}' is not address=client_id")
+        bound[address.rstrip("/")] = client_id
+    return bound
 
 
 async def _no_token() -> str | None:

@@ -34,7 +34,9 @@ __all__ = ["DeliveryWorker", "resend_operation"]
 log = logging.getLogger("backpath.delivery")
 
 _BATCH = 16
-_RETRYABLE_STATUS = frozenset({408, 425, 429})
+# 401 too: the receiver could not authenticate us now (an expired or rotated token); the attempts
+# are bounded, and a message that exhausts them can be re-sent.
+_RETRYABLE_STATUS = frozenset({401, 408, 425, 429})
 
 
 class _Retry(Exception):

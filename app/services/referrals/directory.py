@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, or_, select
 
 from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.fhir.search_query import parse_search
@@ -23,7 +22,6 @@ from app.security.compartment import visible
 from app.services.context import FhirContext
 from app.services.referrals.config import ReferralConfig
 from app.storage.repository import StoreSession
-from app.storage.schema import token_index
 
 __all__ = [
     "CHANNELS",
@@ -85,21 +83,7 @@ async def _search(session: StoreSession, context: FhirContext, resource_type: st
 async def find_by_identifiers(session: StoreSession, context: FhirContext, resource_type: str, ties: Iterable[Tie]) -> dict[str, Any] | None:
     """The local resource of that type carrying any of the identifiers (the first by id). One
     look-up in the token index the `identifier` search parameter fills: every message needs a few."""
-    wanted = sorted(ties)
-    if not wanted:
-        return None
-    await session.flush()
-    statement = (
-        select(token_index.c.id)
-        .where(
-            token_index.c.type == resource_type,
-            token_index.c.param == "identifier",
-            or_(*(and_(token_index.c.system == system, token_index.c.code == value) for system, value in wanted)),
-        )
-        .order_by(token_index.c.id)
-        .limit(1)
-    )
-    found = (await session.connection.execute(statement)).scalar()
+    found = await session.first_with_token(resource_type, "identifier", sorted(ties))
     return await load(session, f"{resource_type}/{found}") if found else None
 
 

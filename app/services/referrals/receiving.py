@@ -14,11 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import DBAPIError
 
 from app.fhir.outcome import ErrorCategory, FhirError, Issue, operation_outcome
 from app.referral.medcom import Party, acknowledgement
 from app.referral.validation import Rejected, check_sender, content_hash, header_id_of, read_message
+from app.security.access import TRUSTED, Access
 from app.services.context import FhirContext
 from app.services.referrals.config import ReferralConfig
 from app.services.referrals.directory import Parties
@@ -27,12 +27,17 @@ from app.services.referrals.hooks import internal
 from app.services.referrals.importing import refuse_unexpected
 from app.services.stored import format_instant
 from app.storage import outbox
+from app.storage.engine import DatabaseError
 
 __all__ = ["process_message"]
 
 
-async def process_message(context: FhirContext, config: ReferralConfig, parties: Parties, body: Any) -> dict[str, Any]:
-    """The acknowledgement Bundle for the message `body` (400 when it has no MessageHeader id)."""
+async def process_message(
+    context: FhirContext, config: ReferralConfig, parties: Parties, body: Any, access: Access = TRUSTED
+) -> dict[str, Any]:
+    """The acknowledgement Bundle for the message `body` (400 when it has no MessageHeader id). With
+    authentication on, the caller's client must be the one bound to the sending partner's address
+    (`BACKPATH_PARTNER_CLIENTS`): a partner's token never lets it send as another partner."""
     found_us, partners = await parties.get(context)
     us = found_us or _UNCONFIGURED(config)
     try:
@@ -43,6 +48,9 @@ async def process_message(context: FhirContext, config: ReferralConfig, parties:
     partner = partners[message.source_endpoint.rstrip("/")]
     assert partner.organization is not None  # check_sender matched its identifiers
     to = Party(partner.organization, message.source_endpoint)
+    if not access.unrestricted and config.partner_clients.get(message.source_endpoint.rstrip("/")) != access.client_id:
+        forged = f"The access token's client may not send as {message.source_endpoint} (BACKPATH_PARTNER_CLIENTS)"
+        return _answer(context, us, body, "fatal-error", [Issue("error", "security", forged, ("MessageHeader.source.endpoint",))], to)
     digest = content_hash(body)
     try:
         async with context.store.writing() as session:
@@ -76,7 +84,7 @@ async def process_message(context: FhirContext, config: ReferralConfig, parties:
         if error.category is ErrorCategory.CONFLICT:  # a concurrent change of the same record
             return _answer(context, us, body, "transient-error", error.issues, to)
         return _answer(context, us, body, "fatal-error", error.issues, to)
-    except DBAPIError:
+    except DatabaseError:
         return _answer(context, us, body, "transient-error", [Issue("error", "transient", "The database cannot take the message now")], to)
 
 
