@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
+from app.api.auth import Authenticator
 from app.api.deps import AppSettings, BaseUrl, Context
 from app.api.errors import outcome_response
 from app.api.media import read_json_body
@@ -25,6 +26,7 @@ from app.security.access import Access
 from app.security.audit import AuditRecord, Touched
 from app.services import cds, cds_feedback
 from app.services.cds import CdsHooks
+from app.services.cds_data import TokenVerifier
 
 __all__ = ["router"]
 
@@ -88,7 +90,7 @@ async def call(request: Request, service_id: str, context: Context, hooks: Hooks
     body = await read_json_body(request, settings.max_body_bytes)
     status = 500
     try:
-        answer = await cds.call_service(context, hooks, service_id, body, base_url, request.headers.get("accept-language"))
+        answer = await cds.call_service(context, hooks, service_id, body, base_url, request.headers.get("accept-language"), _verifier(request))
         status = 200
     except FhirError as error:
         status = error.status
@@ -96,6 +98,19 @@ async def call(request: Request, service_id: str, context: Context, hooks: Hooks
     finally:
         await _audit(request, client, body, status, base_url)
     return _json(answer)
+
+
+def _verifier(request: Request) -> TokenVerifier | None:
+    """How a `fhirAuthorization` token for this server is checked: as the FHIR API checks bearer
+    tokens (None in development mode, where the API needs none)."""
+    authenticator: Authenticator | None = request.app.state.authenticator
+    if authenticator is None:
+        return None
+
+    async def verify(token: str) -> Access:
+        return await authenticator.authenticate(f"Bearer {token}")
+
+    return verify
 
 
 async def _audit(request: Request, client: ClientClaims | None, body: Any, status: int, base_url: str) -> None:

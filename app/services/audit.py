@@ -25,6 +25,7 @@ from app.security.audit import AuditRecord, Touched, audit_events, touched_by
 from app.security.compartment import patients_of
 from app.services.context import FhirContext
 from app.services.stored import format_instant, versioned
+from app.storage.engine import DatabaseError
 from app.storage.repository import Create, StoreSession
 
 __all__ = ["FLUSH_SECONDS", "AuditTrail"]
@@ -35,6 +36,8 @@ FLUSH_SECONDS = 0.25
 # Past this many queued records a request waits for the writer: the trail slows the server down
 # rather than fall behind without bound.
 MAX_QUEUED = 5000
+# The store cannot take writes now (down, or SQLite's writer turn timed out): worth retrying.
+_UNAVAILABLE = (DatabaseError, TimeoutError)
 
 
 class AuditTrail:
@@ -86,18 +89,24 @@ class AuditTrail:
         waiting, self._waiting = self._waiting, []
         try:
             await self._write(queued)
+        except _UNAVAILABLE as error:  # the store is down or busy: keep them all for the next round
+            self._retry_later(queued, waiting, error)
+            return
         except Exception as error:
             kept = await self._write_one_by_one(queued)
-            if kept:  # nothing could be written (the store is down, say): keep all for the next round
-                log.error("audit events could not be written; retrying", extra={"status": type(error).__name__})
-                self._queued[:0] = kept
-                for done in waiting:
-                    if not done.done():
-                        done.set_exception(error)
+            if kept:
+                self._retry_later(kept, waiting, error)
                 return
         for done in waiting:
             if not done.done():
                 done.set_result(None)
+
+    def _retry_later(self, kept: list[tuple[AuditRecord, datetime]], waiting: list[asyncio.Future[None]], error: Exception) -> None:
+        log.error("audit events could not be written; retrying", extra={"status": type(error).__name__})
+        self._queued[:0] = kept
+        for done in waiting:
+            if not done.done():
+                done.set_exception(error)
 
     async def _write(self, queued: list[tuple[AuditRecord, datetime]]) -> None:
         writes = await self._events(queued)
@@ -106,19 +115,17 @@ class AuditTrail:
                 await session.insert_new(writes)
 
     async def _write_one_by_one(self, queued: list[tuple[AuditRecord, datetime]]) -> list[tuple[AuditRecord, datetime]]:
-        """After a failed batch: each record alone. When some succeed, the ones that still fail are
-        the cause and are dropped (logged), so one bad record cannot stop the trail; when none
-        succeeds, all are handed back to retry."""
-        failed: list[tuple[AuditRecord, datetime]] = []
-        for item in queued:
+        """After a failed batch: each record alone. A database failure stops the pass and hands this
+        record and the rest back to retry (the store is down or busy: nothing is lost); a record that
+        fails otherwise (its events cannot be built or stored) is dropped and logged, so one bad
+        record cannot stop the trail."""
+        for index, item in enumerate(queued):
             try:
                 await self._write([item])
-            except Exception:  # judged below, once it is known whether anything could be written
-                failed.append(item)
-        if len(failed) == len(queued):
-            return failed
-        for record, _ in failed:
-            log.error("an audit record could not be written and was dropped", extra={"request_id": record.request_id})
+            except _UNAVAILABLE:
+                return queued[index:]
+            except Exception:  # this record's own fault: the others are written
+                log.error("an audit record could not be written and was dropped", extra={"request_id": item[0].request_id})
         return []
 
     async def _events(self, queued: list[tuple[AuditRecord, datetime]]) -> list[Create]:

@@ -20,7 +20,7 @@ from app.config import Settings
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.pathway.parameters import ApplyParameters
 from app.services.cds_client_auth import ClientAuthenticator
-from app.services.cds_data import DataSources, SubjectData, stored_matches, subject_data
+from app.services.cds_data import DataSources, SubjectData, TokenVerifier, stored_matches, subject_data
 from app.services.context import FhirContext
 from app.services.definitions import definition_cache
 from app.services.pathway import apply_pathway
@@ -66,16 +66,23 @@ def require_service(service_id: str) -> CdsService:
 
 
 async def call_service(
-    context: FhirContext, hooks: CdsHooks, service_id: str, body: Any, base_url: str, accept_language: str | None = None
+    context: FhirContext,
+    hooks: CdsHooks,
+    service_id: str,
+    body: Any,
+    base_url: str,
+    accept_language: str | None = None,
+    verifier: TokenVerifier | None = None,
 ) -> dict[str, Any]:
-    """`POST /cds-services/{id}`: the cards for this hook request."""
+    """`POST /cds-services/{id}`: the cards for this hook request; `verifier` checks a
+    `fhirAuthorization` token for this server (None: no authentication, development mode)."""
     service = require_service(service_id)
     request = parse_hook_request(body, service)
-    data = await subject_data(context, hooks.sources, service, request, base_url)
+    data = await subject_data(context, hooks.sources, service, request, base_url, verifier)
     language = request.language or _preferred_language(accept_language)
     pathway = request.pathway or hooks.default_pathway
     try:
-        result = await apply_pathway(context, _apply_parameters(request, data, pathway, language))
+        result = await apply_pathway(context, _apply_parameters(request, data, pathway, language), access=data.access)
     except FhirError as error:
         if error.category is ErrorCategory.NOT_FOUND and error.expression == ("url",):
             raise FhirError(ErrorCategory.INVALID_PARAMETER, f"There is no pathway '{pathway}'", ("extension.dev.backpath.pathway",)) from None

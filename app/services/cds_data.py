@@ -11,7 +11,7 @@ fetched is model-checked like `$apply` data: a resource that is not valid R4 is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +24,7 @@ from app.cds.hooks import HookRequest
 from app.cds.prefetch import PrefetchError, Query, prefetch_resources, render_template
 from app.fhir.outcome import ErrorCategory, FhirError, Issue
 from app.pathway.parameters import lenient_check
+from app.security.access import DEVELOPMENT, TRUSTED, Access
 from app.services.context import FhirContext
 from app.services.search import search_in
 
@@ -52,9 +53,20 @@ class SubjectData:
     conditions: tuple[dict[str, Any], ...] = ()
     own_store: bool = False
     warnings: tuple[Issue, ...] = ()
+    access: Access = TRUSTED  # what reads of this server's records hold to (own_store)
 
 
-async def subject_data(context: FhirContext, sources: DataSources, service: CdsService, request: HookRequest, own_base: str) -> SubjectData:
+# Turns the `fhirAuthorization` access token of a call into what it may read on this server; None
+# when the server runs without authentication (development mode).
+TokenVerifier = Callable[[str], Awaitable[Access]]
+
+
+async def subject_data(
+    context: FhirContext, sources: DataSources, service: CdsService, request: HookRequest, own_base: str, verifier: TokenVerifier | None = None
+) -> SubjectData:
+    """The call's data: the prefetch, then what is missing from the client's fhirServer. When that
+    is this server, its records are read as the `fhirAuthorization` token allows (`verifier`), as
+    any FHIR client's would be; without authentication (development mode) in full."""
     found: dict[PrefetchRole, list[dict[str, Any]]] = {role: [] for role in PrefetchRole}
     missing: list[Prefetch] = []
     for prefetch in service.prefetch:
@@ -65,11 +77,14 @@ async def subject_data(context: FhirContext, sources: DataSources, service: CdsS
             found[prefetch.role] += resources
     own_store = request.fhir_server is not None and _same_server(request.fhir_server, own_base)
     problem = ""
+    access = TRUSTED
+    if own_store:
+        access = await _own_store_access(request, verifier)
     if missing and own_store:
         for prefetch in missing:
             if prefetch.role in (PrefetchRole.OPEN_REQUESTS, PrefetchRole.CONDITIONS):
                 query = _query(prefetch, request)
-                found[prefetch.role] += await stored_matches(context, own_base, query.resource_type, query.params)
+                found[prefetch.role] += await stored_matches(context, own_base, query.resource_type, query.params, access)
         missing = []  # the Patient and the facts: `$apply` reads them itself (useServerData)
     elif missing and request.fhir_server is not None:
         fetched, problem = await _fetched(sources, request, missing)
@@ -97,7 +112,20 @@ async def subject_data(context: FhirContext, sources: DataSources, service: CdsS
         tuple(found[PrefetchRole.CONDITIONS]),
         own_store,
         tuple(warnings),
+        access,
     )
+
+
+async def _own_store_access(request: HookRequest, verifier: TokenVerifier | None) -> Access:
+    if verifier is None:
+        return DEVELOPMENT
+    if request.access_token is None:
+        raise FhirError(
+            ErrorCategory.DATA_UNAVAILABLE,
+            "Reading this server's records needs fhirAuthorization with an access token for this server",
+            ("fhirAuthorization",),
+        )
+    return await verifier(request.access_token)
 
 
 def _supplied(request: HookRequest, prefetch: Prefetch) -> list[dict[str, Any]] | None:
@@ -116,10 +144,12 @@ def _query(prefetch: Prefetch, request: HookRequest) -> Query:
         raise FhirError(ErrorCategory.INVALID_PARAMETER, str(error), ("context",)) from None
 
 
-async def stored_matches(context: FhirContext, base_url: str, resource_type: str, params: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-    """The resources of this server that match a search (its first page), as plain JSON."""
+async def stored_matches(
+    context: FhirContext, base_url: str, resource_type: str, params: Sequence[tuple[str, str]], access: Access = TRUSTED
+) -> list[dict[str, Any]]:
+    """The resources of this server that match a search (its first page) within `access`, as plain JSON."""
     async with context.store.reading() as session:
-        bundle = orjson.loads(orjson.dumps(await search_in(session, context, base_url, resource_type, list(params))))
+        bundle = orjson.loads(orjson.dumps(await search_in(session, context, base_url, resource_type, list(params), access=access)))
     return [e["resource"] for e in bundle.get("entry") or [] if (e.get("search") or {}).get("mode") == "match"]
 
 

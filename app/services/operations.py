@@ -117,6 +117,8 @@ class OperationRegistry:
         if access.restricted_to_patient:
             _require_own_patient(access, operation, call)
         result = await operation.handler(context, call)
+        if operation.requires is not None:
+            return result  # its answer is the server's own (an acknowledgement), not data read for the caller
         for resource in resources_in(result.resource):
             holds_patient_data = resource["resourceType"] not in (*_CONTAINERS, *NON_PATIENT_TYPES)
             if holds_patient_data and not visible(context.search_parameters, access, resource):

@@ -68,10 +68,6 @@ def operation_input(call: OperationCall) -> OperationInput:
     parameters: list[dict[str, Any]] = []
     body = call.body
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
-        try:
-            body = validate_resource(body, "Parameters")
-        except FhirError as invalid:  # a broken input is a bad request, not a resource to store
-            raise FhirError(ErrorCategory.MALFORMED, "The Parameters body is not valid", issues=list(invalid.issues)) from None
-        parameters.extend(body.get("parameter") or [])
+        parameters.extend(validate_resource(body, "Parameters").get("parameter") or [])
     parameters.extend({"name": name, "valueString": value} for name, value in call.query if not name.startswith("_"))
     return OperationInput(tuple(parameters), body)

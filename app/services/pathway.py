@@ -61,6 +61,8 @@ class _Reads:
     def __init__(self, context: FhirContext, access: Access) -> None:
         self._context = context
         self.access = access
+        # Taken before any read: a cache clear after it means what this call read may be stale.
+        self.generation = definition_cache(context).generation
         self._stack = contextlib.AsyncExitStack()
         self._session: StoreSession | None = None
 
@@ -182,11 +184,11 @@ async def _definition(
         if params.definition is not None or params.url is not None:
             raise FhirError(ErrorCategory.INVALID_PARAMETER, f"At instance level, '{parameter}' and 'url' are not allowed", (parameter,))
         key, cache = f"{resource_type}/{resource_id}", definition_cache(context)
-        cached, generation = cache.get(key), cache.generation
+        cached = cache.get(key)
         if cached is None:
             stored = await resources.read_in(await reads.session(), resource_type, resource_id)
             cached = orjson.loads(stored.content or b"{}")
-            cache.put(key, cached, generation)
+            cache.put(key, cached, reads.generation)
         return dict(cached)
     if (params.definition is None) == (params.url is None):
         raise FhirError(ErrorCategory.INVALID_PARAMETER, f"Give either '{parameter}' or 'url' (and optionally 'version')", (parameter,))
@@ -195,11 +197,11 @@ async def _definition(
     url = str(params.url)
     canonical = f"{url}|{params.version}" if params.version else url
     key, cache = f"{resource_type}?{canonical}", definition_cache(context)
-    found, generation = cache.get(key), cache.generation
+    found = cache.get(key)
     if found is None:
         found = Artifacts(tuple(await _by_url(reads, context, resource_type, canonical))).find(canonical)
         if found is not None:
-            cache.put(key, found, generation)
+            cache.put(key, found, reads.generation)
     if found is None:
         raise FhirError(ErrorCategory.NOT_FOUND, f"No {resource_type} has the url {canonical}", ("url",))
     return dict(found)
@@ -210,7 +212,6 @@ async def _artifacts(reads: _Reads, context: FhirContext, plan: dict[str, Any], 
     the store, one search per resource type and level of nesting (`url=a,b,c`)."""
     supplied = Artifacts(tuple(r for r in params.data if r.get("resourceType") in DEFINITION_TYPES and r.get("url")))
     cache = definition_cache(context)
-    generation = cache.generation
     collected: list[dict[str, Any]] = []
     pending, seen = referenced_definitions(plan), set()
     while pending:
@@ -231,7 +232,7 @@ async def _artifacts(reads: _Reads, context: FhirContext, plan: dict[str, Any], 
             artifact = candidates.find(canonical)
             if artifact is not None and artifact not in collected:
                 if supplied.find(canonical) is None:
-                    cache.put(canonical, artifact, generation)
+                    cache.put(canonical, artifact, reads.generation)
                 collected.append(dict(artifact))
                 if artifact.get("resourceType") == "PlanDefinition":
                     pending |= referenced_definitions(artifact) - seen

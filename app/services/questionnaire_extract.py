@@ -50,6 +50,8 @@ async def extract(context: FhirContext, call: OperationCall) -> OperationResult:
     persist = given.boolean("persist")
     if persist is None:
         persist = extension_value(questionnaire, EXTRACT_PERSIST) is True
+    if persist and call.method == "GET":
+        raise FhirError(ErrorCategory.METHOD_NOT_ALLOWED, "$extract that persists changes data, so it must be invoked with POST")
     reference = f"QuestionnaireResponse/{response['id']}" if stored else None
     extraction = extract_observations(
         questionnaire, submission.response, response_reference=reference, new_id=context.new_id, include_response=persist and not stored
@@ -85,7 +87,7 @@ EXTRACT = Operation(
     type_level=True,
     instance_level=True,
     system_level=False,
-    affects_state=True,
+    affects_state=False,  # unless it persists: then the transaction holds each write to the caller's scopes
     handler=extract,
     documentation="SDC observation-based extraction to a transaction Bundle; persist=true also stores it.",
 )

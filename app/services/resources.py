@@ -184,8 +184,7 @@ async def update_in(
     if live is not None and same_content(live.content, resource):
         # no new version for an identical body
         return WriteResult(live, created=False, changed=False, issues=hooked.issues)
-    if live is not None:
-        refuse_immutable(resource_type, "update")
+    refuse_immutable(resource_type, "update")  # not even a new id: the trail is written by the server only
     now = context.clock()
     version = current_version + 1
     content, index = versioned(context, resource, resource_id, version, now)

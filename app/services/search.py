@@ -151,7 +151,9 @@ def _local_references(context: FhirContext, resource_type: str, params: Sequence
     prefix = base_url.rstrip("/") + "/"
 
     def is_reference(name: str) -> bool:
-        definition = context.search_parameters.get(resource_type, name.split(":", 1)[0].split(".", 1)[0])
+        if "." in name:  # a chain: the value is for the last parameter, on another type
+            return False
+        definition = context.search_parameters.get(resource_type, name.split(":", 1)[0])
         return definition is not None and definition.type == "reference"
 
     return [(name, value.replace(prefix, "") if prefix in value and is_reference(name) else value) for name, value in params]

@@ -178,7 +178,8 @@ def wake_on_commit(engine: AsyncEngine, wake: Callable[[], None]) -> None:
 
     @event.listens_for(engine.sync_engine, "rollback")
     def _rolled_back(connection: Any) -> None:
-        connection.info.pop(_WROTE, None)
+        if not connection.invalidated:  # reading `info` of a lost connection would raise over the real error
+            connection.info.pop(_WROTE, None)
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _returned(_dbapi_connection: Any, record: Any) -> None:

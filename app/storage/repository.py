@@ -520,7 +520,8 @@ def on_commit_of(engine: AsyncEngine, resource_types: Collection[str], callback:
 
     @event.listens_for(engine.sync_engine, "rollback")
     def _rolled_back(connection: Any) -> None:
-        connection.info.pop(_TYPES_WRITTEN, None)
+        if not connection.invalidated:  # reading `info` of a lost connection would raise over the real error
+            connection.info.pop(_TYPES_WRITTEN, None)
 
     # The connection's return to the pool comes after its commit; the `commit` event fires before it.
     @event.listens_for(engine.sync_engine, "checkin")

@@ -520,7 +520,7 @@ async def test_extract_persists_only_what_the_token_may_write(
 async def test_an_operation_that_changes_data_cannot_be_invoked_with_get(
     secure_client: httpx.AsyncClient, issuer: Issuer, world: World
 ) -> None:
-    refused = await secure_client.get("/QuestionnaireResponse/$extract", params={"persist": "true"}, headers=issuer.headers(ADMIN))
+    refused = await secure_client.get(f"/Task/{unique('task')}/$cancel", headers=issuer.headers(ADMIN))
     assert refused.status_code == 405, refused.text
     assert refused.json()["resourceType"] == "OperationOutcome"
 

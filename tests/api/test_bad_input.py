@@ -165,7 +165,7 @@ CASES: dict[str, BadRequest] = {
     "id-unicode-patch": BadRequest("PATCH", "/Patient/%C3%A9", 400, "structure", _patch([]), _JSON_PATCH),
     "unknown-operation": BadRequest("POST", "/Patient/$frobnicate", 404, "not-found", _json({"resourceType": "Parameters"})),
     "operation-parameters-with-a-string-part": BadRequest(
-        "POST", "/Questionnaire/$populate", 400, "invalid",
+        "POST", "/Questionnaire/$populate", 422, "invalid",
         _json({"resourceType": "Parameters", "parameter": [{"name": "context", "part": ["patient"]}]}),
     ),
     "validate-with-garbage": BadRequest("POST", "/Patient/$validate", 400, "structure", b"{not json"),

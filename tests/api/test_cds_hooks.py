@@ -5,6 +5,8 @@ the pathway and language choices, errors, and stored, counted feedback."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -17,12 +19,22 @@ from app.cds.discovery import find_service
 from app.cds.hooks import parse_hook_request
 from app.config import Settings
 from app.fhir.outcome import FhirError
+from app.main import create_app
 from app.services.audit import AuditTrail
 from app.services.cds import cds_hooks
 from app.services.cds_data import DataSources, subject_data
 from app.services.cds_feedback import feedback_summary
 from app.services.search import search
-from tests.cds_support import CDS_JSON, TODAY, codes, hook_request, mr_order, subject_resources
+from tests.cds_support import (
+    CDS_JSON,
+    TODAY,
+    ClientJwt,
+    ClientKeys,
+    codes,
+    hook_request,
+    mr_order,
+    subject_resources,
+)
 from tests.factories import (
     FHIR_JSON,
     assessment_response,
@@ -31,6 +43,7 @@ from tests.factories import (
     scored_sbst_response,
     unique,
 )
+from tests.tokens import Issuer
 
 
 async def _call(client: httpx.AsyncClient, service: str, body: dict[str, Any], status: int = 200, **headers: str) -> dict[str, Any]:
@@ -233,3 +246,45 @@ async def test_a_service_call_leaves_an_audit_event_for_its_patient(cds_client: 
     assert event["action"] == "E" and event["outcome"] == "0"
     agents = {a.get("who", {}).get("identifier", {}).get("value") or a.get("altId") or a.get("who", {}).get("reference") for a in event["agent"]}
     assert body["context"]["userId"] in agents
+
+
+@pytest.fixture(scope="module")
+async def secured_cds(cds_settings: Settings, issuer: Issuer, client_keys: ClientKeys) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """A production server: (a FHIR client, a CDS client); the FHIR API needs tokens from the test issuer."""
+    settings = replace(cds_settings, dev_mode=False, audit=True, auth_issuer=issuer.name, auth_jwks_file=issuer.jwks_file)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with (
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as fhir,
+            httpx.AsyncClient(transport=transport, base_url="http://testserver", auth=ClientJwt(client_keys)) as cds,
+        ):
+            yield fhir, cds
+
+
+async def test_own_store_reads_hold_to_the_fhir_authorization_token(
+    secured_cds: tuple[httpx.AsyncClient, httpx.AsyncClient], issuer: Issuer
+) -> None:
+    """With authentication on, reading this server's records for a call needs a token for it, and
+    what the token may not read stays unread: as for any FHIR client."""
+    fhir, cds = secured_cds
+    admin = {**FHIR_JSON, **issuer.headers("user/*.cruds", aud="http://testserver")}
+    ids = []
+    for family in ("Cds-own", "Cds-other"):
+        created = await fhir.post("/Patient", json=patient(family=unique(family)), headers=admin)
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    mine, other = ids
+
+    def call(patient_id: str, scope: str | None, **claims: str) -> dict[str, Any]:
+        body = hook_request("patient-view", patient_id, fhirServer="http://testserver")
+        if scope is not None:
+            token = issuer.token(scope, aud="http://testserver", **claims)
+            body["fhirAuthorization"] = {"access_token": token, "token_type": "Bearer", "expires_in": 300, "scope": scope, "subject": "cds"}
+        return body
+
+    assert (await cds.post("/cds-services/lbp-pathway", json=call(mine, None), headers=CDS_JSON)).status_code == 412
+    allowed = await cds.post("/cds-services/lbp-pathway", json=call(mine, "user/*.rs"), headers=CDS_JSON)
+    assert allowed.status_code == 200, allowed.text
+    for_another = await cds.post("/cds-services/lbp-pathway", json=call(other, "patient/*.rs", patient=mine), headers=CDS_JSON)
+    assert for_another.status_code == 403, for_another.text

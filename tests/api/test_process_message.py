@@ -302,11 +302,13 @@ async def test_an_update_for_an_unknown_referral_is_a_transient_error(receiver: 
 async def test_with_authentication_only_the_client_bound_to_the_partner_may_send_as_it(
     secure_settings: Settings, scratch_database: Callable[[str], str], issuer: Issuer
 ) -> None:
-    def token(client_id: str) -> dict[str, str]:
-        return issuer.headers("system/*.cruds", aud=RECEIVER, client_id=client_id)
+    def token(client_id: str, scope: str = "system/MessageHeader.c") -> dict[str, str]:
+        return issuer.headers(scope, aud=RECEIVER, client_id=client_id)
 
     bound = (f"{SENDER}=gp-client",)
-    async with running(secure_settings, scratch_database("pm_bound"), _spine, RECEIVER, {SENDER: _gp}, token("admin"), partner_clients=bound) as app:
+    admin = token("admin", "system/*.cruds")
+    async with running(secure_settings, scratch_database("pm_bound"), _spine, RECEIVER, {SENDER: _gp}, admin, partner_clients=bound) as app:
+        # the sender needs no scope beyond MessageHeader.c: what the message files is the server's doing
         sent = await app.client.post("/$process-message", json=new_referral(), headers={**FHIR_JSON, **token("gp-client")})
         assert _ack(sent.json())[0] == "ok", sent.text
         before = await app.snapshot()

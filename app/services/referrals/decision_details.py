@@ -14,6 +14,7 @@ from app.fhir.outcome import ErrorCategory, FhirError
 from app.referral.medcom import Party
 from app.referral.payload import referral_id_of
 from app.referral.reports import ReportContent, report_composition
+from app.security.access import Access
 from app.services import resources
 from app.services.context import FhirContext
 from app.services.referrals.config import ReferralConfig
@@ -39,6 +40,7 @@ class Decided:
     parameters: dict[str, list[dict[str, Any]]]
     now: str
     readable: Readable  # what the decider may read: only that travels
+    access: Access  # the decider's: what the decision creates, the decider must be allowed to create
     details: dict[str, Any] = field(default_factory=dict)  # Change fields
     created: list[dict[str, Any]] = field(default_factory=list)  # resources the decision made here
     supplied: list[dict[str, Any]] = field(default_factory=list)
@@ -54,7 +56,9 @@ class Decided:
 
     async def create(self, resource: dict[str, Any]) -> str:
         resource_id = self.context.new_id()  # a caller's id never decides where a record lands here
-        result = await resources.create_in(self.session, self.context, resource["resourceType"], resource, resource_id=resource_id)
+        result = await resources.create_in(
+            self.session, self.context, resource["resourceType"], resource, resource_id=resource_id, access=self.access
+        )
         stored: dict[str, Any] = orjson.loads(result.stored.content or b"{}")
         self.created.append(stored)
         return f"{resource['resourceType']}/{resource_id}"

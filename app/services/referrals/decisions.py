@@ -59,7 +59,7 @@ async def decide(context: FhirContext, config: ReferralConfig, call: OperationCa
         if route is None or route.party.endpoint not in config.partners:
             raise FhirError(ErrorCategory.INVALID_RESOURCE, f"{other.get('reference')} has no messaging Endpoint among the configured partners")
         readable = readable_by(context, call.access)
-        decided = Decided(session, writer, config, us, task, request, parameters, format_instant(context.clock()), readable)
+        decided = Decided(session, writer, config, us, task, request, parameters, format_instant(context.clock()), readable, call.access)
         await DETAILS[code](decided)
         supporting = decided.details.pop("supporting", [])
         new_owner = decided.details.pop("new_owner", None)

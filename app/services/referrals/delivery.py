@@ -85,7 +85,7 @@ class DeliveryWorker:
     async def _run(self) -> None:
         while not self._halting:
             try:
-                while await self.deliver_due():
+                while not self._halting and await self.deliver_due():
                     pass
             except Exception:  # a broken round must not end delivery: log it, try again next round
                 log.exception("delivery round failed")

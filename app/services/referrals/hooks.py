@@ -49,11 +49,10 @@ async def check_task_status(
 
 
 def internal(context: FhirContext) -> FhirContext:
-    """The context the referral services write with: the state machine and every other use case's
-    hooks still hold, but not this module's activation and guard (the services are the ones making
-    the decisions travel)."""
-    hooks = {t: tuple(h for h in hs if h.__module__ != __name__) for t, hs in context.write_hooks.items()}
-    return replace(context, write_hooks={**hooks, "Task": (check_task_status, *hooks.get("Task", ()))})
+    """The context the referral services write with: the state machine still holds, but no other
+    hook: not this module's activation and guard (the services are the ones making the decisions
+    travel), and no local scoring of a partner's QuestionnaireResponses (they are kept as sent)."""
+    return replace(context, write_hooks={"Task": (check_task_status,)})
 
 
 async def guard_referral_task(

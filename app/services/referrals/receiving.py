@@ -48,7 +48,8 @@ async def process_message(
     partner = partners[message.source_endpoint.rstrip("/")]
     assert partner.organization is not None  # check_sender matched its identifiers
     to = Party(partner.organization, message.source_endpoint)
-    if not access.unrestricted and config.partner_clients.get(message.source_endpoint.rstrip("/")) != access.client_id:
+    bound = config.partner_clients.get(message.source_endpoint.rstrip("/"))
+    if not access.unrestricted and (bound is None or bound != access.client_id):
         forged = f"The access token's client may not send as {message.source_endpoint} (BACKPATH_PARTNER_CLIENTS)"
         return _answer(context, us, body, "fatal-error", [Issue("error", "security", forged, ("MessageHeader.source.endpoint",))], to)
     digest = content_hash(body)
