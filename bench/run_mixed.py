@@ -8,8 +8,9 @@ For each database it:
 
 1. runs the production configuration (bearer tokens from an issuer whose JWKS file it writes, the
    audit trail on): preloads Patients with an Observation each, warms up, then runs
-   `bench/wrk/mixed.lua` (30 % Patient reads, 10 % Observation reads, 20 % Observation searches by
-   subject, 10 % Patient searches with `_revinclude`, 30 % Observation creates) with --connections
+   `bench/wrk/mixed.lua` (25 % Patient reads, 10 % Observation reads, 15 % Observation searches by
+   subject, 10 % Patient searches with `_revinclude`, 25 % Observation creates, 10 % `$apply` of the
+   nl-zel pathway for a patient, 5 % CDS patient-view calls with their prefetch) with --connections
    clients for --duration seconds, twice: saturating (each client sends its next request as soon
    as the last is answered: the throughput ceiling) and paced (each client pauses --think-ms on
    average between requests, as people and integrations do); reports throughput, p50/p99 latency
@@ -19,8 +20,8 @@ For each database it:
    the medians: what it costs the throughput ceiling, and what it adds to a request's latency under
    the paced load (goal: within 10 %).
 
-`$apply` and CDS Hooks calls join the mix as rows of MIX in bench/wrk/mixed.lua (and their
-preloaded PlanDefinition / CDS service ids in `preload`) once those routes exist.
+The CDS calls carry no client JWT (wrk cannot sign one per call): the servers run with
+BACKPATH_CDS_CLIENT_AUTH=0.
 wrk comes from Debian (`apt-get install wrk`); this script installs it when it is missing.
 """
 
@@ -103,6 +104,7 @@ class Issuer:
             "BACKPATH_AUTH_ISSUER": ISSUER,
             "BACKPATH_AUTH_JWKS_FILE": str(self.jwks_file),
             "BACKPATH_AUTH_AUDIENCE": AUDIENCE,
+            "BACKPATH_CDS_CLIENT_AUTH": "0",
         }
 
 

@@ -17,7 +17,8 @@ from app.services.operations import OperationRegistry
 __all__ = ["capability_statement"]
 
 _TYPE_INTERACTIONS = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create", "search-type"]
-_CHANGES = frozenset({"update", "patch", "delete"})  # what the API refuses on the audit trail
+# What the API refuses on the audit trail (an update only creates: a PUT of a new id).
+_CHANGES = frozenset({"patch", "delete"})
 
 
 def capability_statement(
@@ -63,7 +64,7 @@ def _resource(context: FhirContext, operations: OperationRegistry, resource_type
         "interaction": [{"code": code} for code in _TYPE_INTERACTIONS if not (immutable and code in _CHANGES)],
         "versioning": "versioned-update",
         "readHistory": True,
-        "updateCreate": not immutable,
+        "updateCreate": True,
         "conditionalCreate": True,
         "conditionalRead": "not-supported",
         "conditionalUpdate": not immutable,

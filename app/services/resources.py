@@ -184,7 +184,8 @@ async def update_in(
     if live is not None and same_content(live.content, resource):
         # no new version for an identical body
         return WriteResult(live, created=False, changed=False, issues=hooked.issues)
-    refuse_immutable(resource_type, "update")  # not even a new id: the trail is written by the server only
+    if live is not None:  # a new id may be PUT (loading a trail kept elsewhere); a stored event never changes
+        refuse_immutable(resource_type, "update")
     now = context.clock()
     version = current_version + 1
     content, index = versioned(context, resource, resource_id, version, now)

@@ -1,10 +1,12 @@
--- Mixed workload: reads, searches and creates of patient data, weighted, with a bearer token.
+-- Mixed workload: reads, searches and creates of patient data, `$apply` and CDS Hooks calls,
+-- weighted, with a bearer token (CDS calls go without: the bench server runs with CDS client
+-- authentication off, as wrk cannot sign a client JWT per call).
 -- usage: wrk -t2 -c50 -d60s -s bench/wrk/mixed.lua http://127.0.0.1:PORT -- IDS_FILE TOKEN|- NONCE [THINK_MS]
 -- IDS_FILE lines are "patientId observationId" (preloaded); TOKEN "-" sends no Authorization;
 -- THINK_MS > 0 makes each client pause about that long between requests (a paced, not saturating, load).
 local common = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "common.lua")
 
-local pairs_, headers, prefix
+local pairs_, headers, cds_headers, prefix
 local think = 0
 local counter = 0
 sent = {}
@@ -19,16 +21,30 @@ local function observation(patient_id)
     '"valueInteger":' .. (counter % 10) .. ',"identifier":[{"system":"urn:backpath:bench","value":"' .. prefix .. counter .. '"}]}'
 end
 
--- The mix: {name, weight, request builder}. `$apply` (PlanDefinition/{id}/$apply?subject=Patient/{id})
--- and CDS Hooks calls (POST /cds-services/{id}) join here as further rows once those routes exist.
+local function uuid()
+  return string.format("%08x-%04x-4%03x-a%03x-%012x", math.random(0, 0xffffffff), math.random(0, 0xffff),
+    math.random(0, 0xfff), math.random(0, 0xfff), math.random(0, 0xffffffffffff))
+end
+
+-- A CDS patient-view call with its data in the prefetch (the EHR sends what it has), so the service
+-- reads no store: what it costs is the pathway and the cards.
+local function patient_view(patient_id)
+  return '{"hook":"patient-view","hookInstance":"' .. uuid() .. '","context":{"userId":"Practitioner/bench",' ..
+    '"patientId":"' .. patient_id .. '"},"prefetch":{"patient":{"resourceType":"Patient","id":"' .. patient_id ..
+    '","birthDate":"1970-01-01"},"sbst-response":null,"sbst-scores":null,"lbp-assessments":null}}'
+end
+
+-- The mix: {name, weight, request builder}.
 local MIX = {
-  {"read-patient", 30, function(p) return wrk.format("GET", "/Patient/" .. p[1], headers) end},
+  {"read-patient", 25, function(p) return wrk.format("GET", "/Patient/" .. p[1], headers) end},
   {"read-observation", 10, function(p) return wrk.format("GET", "/Observation/" .. p[2], headers) end},
-  {"search-observations", 20, function(p)
+  {"search-observations", 15, function(p)
     return wrk.format("GET", "/Observation?subject=Patient/" .. p[1] .. "&_count=10&_total=none", headers)
   end},
   {"search-patient", 10, function(p) return wrk.format("GET", "/Patient?_id=" .. p[1] .. "&_revinclude=Observation:subject&_count=5", headers) end},
-  {"create-observation", 30, function(p) return wrk.format("POST", "/Observation", headers, observation(p[1])) end},
+  {"create-observation", 25, function(p) return wrk.format("POST", "/Observation", headers, observation(p[1])) end},
+  {"apply-pathway", 10, function(p) return wrk.format("GET", "/PlanDefinition/nl-zel/$apply?subject=Patient/" .. p[1], headers) end},
+  {"cds-patient-view", 5, function(p) return wrk.format("POST", "/cds-services/lbp-pathway", cds_headers, patient_view(p[1])) end},
 }
 local total_weight = 0
 for _, row in ipairs(MIX) do total_weight = total_weight + row[2] end
@@ -41,6 +57,7 @@ function init(args)
   end
   headers = {["Content-Type"] = "application/fhir+json", ["Accept"] = "application/fhir+json"}
   if args[2] and args[2] ~= "-" then headers["Authorization"] = "Bearer " .. args[2] end
+  cds_headers = {["Content-Type"] = "application/json", ["Accept"] = "application/json"}
   prefix = (args[3] or tostring(os.time())) .. "-" .. (tid or 0) .. "-"
   think = tonumber(args[4] or "0")
   math.randomseed(os.time() * 1000 + (tid or 0))
