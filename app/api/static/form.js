@@ -1,0 +1,138 @@
+// The patient's form: reads the Task and its Questionnaire through the FHIR API with the link's
+// token, renders it with LHC-Forms, posts the QuestionnaireResponse and completes the Task.
+(function () {
+  "use strict";
+  var config = JSON.parse(document.getElementById("form-config").textContent);
+  var labels = config.labels;
+  var TRANSLATION = "http://hl7.org/fhir/StructureDefinition/translation";
+  var CALCULATED = "http://hl7.org/fhir/uv/sdc/StructureDefinition/sdc-questionnaire-calculatedExpression";
+  var ITEM_CONTROL = "http://hl7.org/fhir/StructureDefinition/questionnaire-itemControl";
+  // Answer weights are the scoring's business: LHC-Forms would print them beside each answer.
+  var WEIGHTS = ["http://hl7.org/fhir/StructureDefinition/itemWeight", "http://hl7.org/fhir/StructureDefinition/ordinalValue"];
+  var status = document.getElementById("form-status");
+  var error = document.getElementById("form-error");
+  var button = document.getElementById("submit");
+  var container = document.getElementById("lforms-container");
+  var task = null;
+  var taskVersion = null;
+  var questionnaire = null;
+
+  function fhir(method, path, body, extra) {
+    var headers = { Authorization: "Bearer " + config.token, Accept: "application/fhir+json" };
+    if (body) headers["Content-Type"] = "application/fhir+json";
+    Object.assign(headers, extra || {});
+    return fetch("/" + path, { method: method, headers: headers, body: body ? JSON.stringify(body) : undefined }).then(function (response) {
+      return response.json().then(function (json) {
+        if (!response.ok) throw { status: response.status, outcome: json };
+        return { json: json, etag: response.headers.get("ETag") };
+      });
+    });
+  }
+
+  // The text in the page's language where the Questionnaire carries a translation, else as written.
+  function translate(element, name, language) {
+    var extensions = ((element["_" + name] || {}).extension || []).filter(function (e) { return e.url === TRANSLATION; });
+    for (var i = 0; i < extensions.length; i++) {
+      var parts = {};
+      (extensions[i].extension || []).forEach(function (p) { parts[p.url] = p; });
+      if (parts.lang && parts.lang.valueCode === language && parts.content) {
+        element[name] = parts.content.valueString;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // The patient answers; the server calculates (scores are never shown to the patient). Choices
+  // become radio buttons, which work with a thumb and the keyboard alike.
+  function forThePatient(items, language, found) {
+    return (items || []).filter(function (item) {
+      return !(item.extension || []).some(function (e) { return e.url === CALCULATED; });
+    }).map(function (item) {
+      var copy = Object.assign({}, item);
+      if (translate(copy, "text", language)) found.translated = true;
+      if (copy.type !== "display" && copy.type !== "group") found.questions = true;
+      if (copy.type === "choice" && copy.answerOption) {
+        copy.answerOption = copy.answerOption.map(function (option) {
+          var coding = Object.assign({}, option.valueCoding || {});
+          translate(coding, "display", language);
+          var kept = (option.extension || []).filter(function (e) { return WEIGHTS.indexOf(e.url) < 0; });
+          return Object.assign({}, option, { valueCoding: coding, extension: kept.length ? kept : undefined });
+        });
+        copy.extension = (copy.extension || []).concat([{ url: ITEM_CONTROL, valueCodeableConcept: { coding: [{ system: "http://hl7.org/fhir/questionnaire-item-control", code: "radio-button" }] } }]);
+      }
+      copy.item = forThePatient(copy.item, language, found);
+      if (!copy.item.length) delete copy.item;
+      return copy;
+    });
+  }
+
+  function questionnaireReference(task) {
+    var focus = (task.focus || {}).reference || "";
+    if (focus.indexOf("Questionnaire/") === 0) return focus;
+    return "Questionnaire/" + String(config.questionnaire || "").split("|")[0].split("/").pop();
+  }
+
+  function failed(message) {
+    error.textContent = message;
+    error.hidden = false;
+    button.disabled = false;
+    button.textContent = labels.submit;
+  }
+
+  fhir("GET", "Task/" + config.taskId).then(function (answer) {
+    task = answer.json;
+    taskVersion = answer.etag;
+    return fhir("GET", questionnaireReference(task));
+  }).then(function (answer) {
+    questionnaire = answer.json;
+    var found = { translated: false, questions: false };
+    var shown = Object.assign({}, questionnaire, { item: forThePatient(questionnaire.item, config.language, found) });
+    translate(shown, "title", config.language);
+    // The copyright is shown as plain text below the form (LHC-Forms' pop-over button has invalid ARIA).
+    document.getElementById("copyright").textContent = questionnaire.copyright || "";
+    delete shown.copyright;
+    document.getElementById("items-language").hidden = found.translated || config.language === "en";
+    return LForms.Util.addFormToPage(shown, container, { prepopulate: false, displayScoreWithAnswerText: false });
+  }).then(function () {
+    status.textContent = "";
+    button.disabled = false;
+    performance.mark("backpath:rendered");
+  }).catch(function () {
+    status.textContent = labels.link_invalid_text;
+  });
+
+  document.getElementById("answers").addEventListener("submit", function (event) {
+    event.preventDefault();
+    error.hidden = true;
+    button.disabled = true;
+    button.textContent = labels.sending;
+    var response = LForms.Util.getFormFHIRData("QuestionnaireResponse", "R4", container);
+    response.questionnaire = questionnaire.url;
+    response.status = "completed";
+    response.subject = { reference: config.patient };
+    response.authored = new Date().toISOString();
+    delete response.id;
+    delete response.meta;
+    // The Task follows its state machine: ready, then in-progress, then completed with the answers as output.
+    var started = Object.assign({}, task, { status: "in-progress" });
+    delete started.meta;
+    var begin = task.status === "in-progress" ? Promise.resolve({ etag: taskVersion }) : fhir("PUT", "Task/" + task.id, started, taskVersion ? { "If-Match": taskVersion } : {});
+    begin.then(function (answer) {
+      taskVersion = answer.etag;
+      task = Object.assign({}, started);
+      return fhir("POST", "QuestionnaireResponse", response);
+    }).then(function (created) {
+      var completed = Object.assign({}, task, { status: "completed" });
+      completed.output = (task.output || []).concat([{ type: { text: "questionnaire-response" }, valueReference: { reference: "QuestionnaireResponse/" + created.json.id } }]);
+      return fhir("PUT", "Task/" + task.id, completed, taskVersion ? { "If-Match": taskVersion } : {});
+    }).then(function () {
+      document.getElementById("form-page").hidden = true;
+      var thanks = document.getElementById("thanks");
+      thanks.hidden = false;
+      document.getElementById("thanks-title").focus();
+    }).catch(function (problem) {
+      failed(problem && problem.status === 422 ? labels.incomplete : labels.send_failed);
+    });
+  });
+})();
