@@ -75,7 +75,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             default_count=settings.default_count,
             max_count=settings.max_count,
             write_hooks=merged_write_hooks(
-                {"QuestionnaireResponse": [score_questionnaire_response]}, DEFINITION_WRITE_HOOKS, referrals.write_hooks
+                {"QuestionnaireResponse": [score_questionnaire_response]},
+                DEFINITION_WRITE_HOOKS,
+                referrals.write_hooks,
+                {"Task": [form_links.link_new_request]},
             ),
         )
         changed = await install_content(context, content)

@@ -4,7 +4,7 @@ The token (a JWT signed with the server's key, ES256/ES384/RS384 as the key is) 
 the patient (`task`, `sub` = `Patient/<id>`) and the language the page should use. It has its own
 issuer and audience, so it can never pass as an access token, and it grants only what the form
 needs: read that Task and the Questionnaire definitions, create QuestionnaireResponses for that
-patient, and move that Task to `in-progress` and `completed`. A completed Task makes the link spent (single use).
+patient, and move that Task along to `completed` (accepted, in-progress, completed). A completed Task makes the link spent (single use).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def verify_form_link(token: str, key: SigningKey, *, issuer: str, task_id: str |
 def permitted_task_change(before: dict[str, Any], after: dict[str, Any]) -> bool:
     """Whether a form link's update of its Task only starts or completes it (status and outputs,
     nothing else); the Task state machine then decides whether the step itself is legal."""
-    if after.get("status") not in ("in-progress", "completed"):
+    if after.get("status") not in ("accepted", "in-progress", "completed"):
         return False
     keep = set(before) | set(after)
     return all(before.get(name) == after.get(name) for name in keep - _TASK_FIELDS_THE_FORM_SETS)

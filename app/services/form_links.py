@@ -28,12 +28,14 @@ from app.security.form_link import (
     verify_form_link,
 )
 from app.services import resources
-from app.services.context import FhirContext
+from app.services.context import FhirContext, HookResult
 from app.services.operations import Operation, OperationCall, OperationResult
+from app.storage.repository import StoredVersion, StoreSession
 
 __all__ = ["FORM_LINK_INPUT", "FormLinks", "FormSession", "questionnaire_of"]
 
 FORM_LINK_INPUT = "form-link"
+LBP_ACTION = "http://backpath.dev/fhir/CodeSystem/lbp-action"
 PAGE_LANGUAGES = ("nl", "da", "en")
 # A Task in one of these states has been answered or withdrawn: its links are spent.
 _CLOSED = frozenset({"completed", "cancelled", "failed", "rejected", "entered-in-error"})
@@ -100,23 +102,34 @@ class FormLinks:
         """A new link for the Task, stored on it as the `form-link` input (replacing an earlier one)."""
         stored = await resources.read(context, "Task", task_id)
         task: dict[str, Any] = orjson.loads(stored.content or b"{}")
-        patient = str((task.get("for") or {}).get("reference") or "")
-        if not patient.startswith("Patient/") or questionnaire_of(task) is None:
+        patient_id = _patient_of(task)
+        if patient_id is None or questionnaire_of(task) is None:
             raise FhirError(ErrorCategory.INVALID_PARAMETER, "A form link is for a Task that asks its patient (Task.for) to complete a Questionnaire")
         if task.get("status") in _CLOSED:
             raise FhirError(ErrorCategory.INVALID_PARAMETER, f"The Task is {task.get('status')}: there is nothing left to answer")
-        patient_id = patient.removeprefix("Patient/")
-        language = language or await _preferred_language(context, patient_id)
-        token, expires = issue_form_link(
-            self.key, issuer=self.issuer, task_id=task_id, patient_id=patient_id, language=language, lifetime=self.lifetime
-        )
-        url = f"{self.base_url}/app/form/{task_id}?token={token}"
-        inputs = [i for i in task.get("input") or [] if (i.get("type") or {}).get("text") != FORM_LINK_INPUT]
-        task["input"] = [*inputs, {"type": {"text": FORM_LINK_INPUT}, "valueUrl": url}]
-        if task.get("status") in ("draft", "requested"):
-            task["status"] = "ready"  # the link is out: the Task waits for the patient
-        await resources.update(context, "Task", task_id, task)
+        async with context.store.reading() as session:
+            chosen = language or await _preferred_language(session, patient_id)
+        linked, url, expires = self._linked(task, patient_id, chosen)
+        await resources.update(context, "Task", task_id, linked)
         return url, expires
+
+    def _linked(self, task: dict[str, Any], patient_id: str, language: str) -> tuple[dict[str, Any], str, int]:
+        token, expires = issue_form_link(
+            self.key, issuer=self.issuer, task_id=str(task["id"]), patient_id=patient_id, language=language, lifetime=self.lifetime
+        )
+        url = f"{self.base_url}/app/form/{task['id']}?token={token}"
+        inputs = [i for i in task.get("input") or [] if (i.get("type") or {}).get("text") != FORM_LINK_INPUT]
+        return {**task, "input": [*inputs, {"type": {"text": FORM_LINK_INPUT}, "valueUrl": url}]}, url, expires
+
+    async def link_new_request(self, session: StoreSession, context: FhirContext, task: dict[str, Any], current: StoredVersion | None) -> HookResult:
+        """Write hook: a new `sbst-request` Task for a patient gets its form link at once, so the
+        practice can send it (the NL pathway asks the patient before the visit)."""
+        patient_id = _patient_of(task)
+        wanted = current is None and patient_id is not None and _is_sbst_request(task) and questionnaire_of(task) is not None
+        if not wanted or task.get("status") in _CLOSED or any((i.get("type") or {}).get("text") == FORM_LINK_INPUT for i in task.get("input") or []):
+            return HookResult(task)
+        linked, _, _ = self._linked(task, str(patient_id), await _preferred_language(session, str(patient_id)))
+        return HookResult(linked)
 
     def operation(self) -> Operation:
         async def form_link(context: FhirContext, call: OperationCall) -> OperationResult:
@@ -149,12 +162,19 @@ def _language_parameter(call: OperationCall) -> str | None:
     return values[0] if values else None
 
 
-async def _preferred_language(context: FhirContext, patient_id: str) -> str:
+def _patient_of(task: dict[str, Any]) -> str | None:
+    reference = str((task.get("for") or {}).get("reference") or "")
+    return reference.removeprefix("Patient/") if reference.startswith("Patient/") else None
+
+
+def _is_sbst_request(task: dict[str, Any]) -> bool:
+    return any(c.get("system") == LBP_ACTION and c.get("code") == "sbst-request" for c in (task.get("code") or {}).get("coding") or [])
+
+
+async def _preferred_language(session: StoreSession, patient_id: str) -> str:
     """The patient's preferred communication language among the page's languages, else English."""
-    try:
-        patient = orjson.loads((await resources.read(context, "Patient", patient_id)).content or b"{}")
-    except FhirError:
-        return "en"
+    stored = await session.current("Patient", patient_id)
+    patient = orjson.loads(stored.content) if stored is not None and stored.content else {}
     communications = sorted(patient.get("communication") or [], key=lambda c: not c.get("preferred"))
     for communication in communications:
         for coding in (communication.get("language") or {}).get("coding") or []:

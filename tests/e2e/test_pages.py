@@ -153,9 +153,12 @@ async def test_patient_answers_the_sbst_in_dutch_and_the_clinician_sees_high_ris
 ) -> None:
     patient_id = _patient_with_episode(api)
     task_id = _sbst_task(api, patient_id)
-    url = _form_link(api, task_id)
-    stored_link = api.get(f"/Task/{task_id}").json()["input"][-1]
-    assert stored_link == {"type": {"text": "form-link"}, "valueUrl": url}
+    created = api.get(f"/Task/{task_id}").json()
+    assert [i["type"]["text"] for i in created["input"]] == ["questionnaire", "form-link"]  # linked when created
+    assert created["status"] == "requested"
+    url = _form_link(api, task_id)  # issued again: this link replaces the first
+    stored_link = api.get(f"/Task/{task_id}").json()["input"]
+    assert stored_link[-1] == {"type": {"text": "form-link"}, "valueUrl": url} and len(stored_link) == 2
 
     form = await _open_form(browser, url)
     assert await form.locator("html").get_attribute("lang") == "nl"
@@ -177,6 +180,8 @@ async def test_patient_answers_the_sbst_in_dutch_and_the_clinician_sees_high_ris
 
     task = api.get(f"/Task/{task_id}").json()
     assert task["status"] == "completed"
+    steps = [e["resource"]["status"] for e in api.get(f"/Task/{task_id}/_history").json()["entry"]]
+    assert steps[:4] == ["completed", "in-progress", "accepted", "requested"]  # the state machine, newest first
     response_reference = task["output"][0]["valueReference"]["reference"]
     response = api.get(f"/{response_reference}").json()
     assert response["subject"] == {"reference": f"Patient/{patient_id}"}

@@ -73,6 +73,19 @@
     return "Questionnaire/" + String(config.questionnaire || "").split("|")[0].split("/").pop();
   }
 
+  var STEPS_TO_START = { requested: ["accepted", "in-progress"], received: ["accepted", "in-progress"], accepted: ["in-progress"], ready: ["in-progress"] };
+
+  // One status step of the Task (a PUT guarded by its version), remembered for the next one.
+  function step(status, output) {
+    var next = Object.assign({}, task, { status: status });
+    if (output) next.output = output;
+    delete next.meta;
+    return fhir("PUT", "Task/" + task.id, next, taskVersion ? { "If-Match": taskVersion } : {}).then(function (answer) {
+      task = answer.json;
+      taskVersion = answer.etag;
+    });
+  }
+
   function failed(message) {
     error.textContent = message;
     error.hidden = false;
@@ -80,10 +93,15 @@
     button.textContent = labels.submit;
   }
 
+  // The Task and its Questionnaire are fetched while the browser still evaluates LHC-Forms (this
+  // script runs first of the deferred ones); the form is drawn once both are there.
+  var lformsLoaded = new Promise(function (resolve) { document.addEventListener("DOMContentLoaded", resolve); });
   fhir("GET", "Task/" + config.taskId).then(function (answer) {
     task = answer.json;
     taskVersion = answer.etag;
     return fhir("GET", questionnaireReference(task));
+  }).then(function (answer) {
+    return lformsLoaded.then(function () { return answer; });
   }).then(function (answer) {
     questionnaire = answer.json;
     var found = { translated: false, questions: false };
@@ -114,18 +132,16 @@
     response.authored = new Date().toISOString();
     delete response.id;
     delete response.meta;
-    // The Task follows its state machine: ready, then in-progress, then completed with the answers as output.
-    var started = Object.assign({}, task, { status: "in-progress" });
-    delete started.meta;
-    var begin = task.status === "in-progress" ? Promise.resolve({ etag: taskVersion }) : fhir("PUT", "Task/" + task.id, started, taskVersion ? { "If-Match": taskVersion } : {});
-    begin.then(function (answer) {
-      taskVersion = answer.etag;
-      task = Object.assign({}, started);
+    // The Task follows the FHIR Task state machine to in-progress (the patient accepts and starts
+    // it), then to completed with the answers as its output.
+    var steps = (STEPS_TO_START[task.status] || []).reduce(function (previous, status) {
+      return previous.then(function () { return step(status); });
+    }, Promise.resolve());
+    steps.then(function () {
       return fhir("POST", "QuestionnaireResponse", response);
     }).then(function (created) {
-      var completed = Object.assign({}, task, { status: "completed" });
-      completed.output = (task.output || []).concat([{ type: { text: "questionnaire-response" }, valueReference: { reference: "QuestionnaireResponse/" + created.json.id } }]);
-      return fhir("PUT", "Task/" + task.id, completed, taskVersion ? { "If-Match": taskVersion } : {});
+      var output = (task.output || []).concat([{ type: { text: "questionnaire-response" }, valueReference: { reference: "QuestionnaireResponse/" + created.json.id } }]);
+      return step("completed", output);
     }).then(function () {
       document.getElementById("form-page").hidden = true;
       var thanks = document.getElementById("thanks");
