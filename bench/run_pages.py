@@ -10,7 +10,8 @@ Chromium (Playwright, phone width for the form, desktop for the others), one bro
 disk per page kind, as a real browser has: the first load is a first visit (empty cache), the next
 ones find the static files in the HTTP cache and, from the third on, their compiled code in V8's
 code cache. Printed per page, from the Navigation Timing entry of each load: the first visit, and
-median and p95 of the other loads, in ms, for first contentful paint, DOMContentLoaded and load; for
+median and p95 of the other loads, in ms, for the server's part (request sent to first byte), first
+contentful paint, DOMContentLoaded and load; for
 the form also the moment the questionnaire is drawn (`backpath:rendered`, once LHC-Forms rendered
 it). Target: first render < 300 ms.
 """
@@ -43,7 +44,7 @@ TIMING = """() => {
   const n = performance.getEntriesByType('navigation')[0];
   const paint = performance.getEntriesByName('first-contentful-paint')[0];
   const drawn = performance.getEntriesByName('backpath:rendered')[0];
-  return {fcp: paint ? paint.startTime : null, dcl: n.domContentLoadedEventEnd, load: n.loadEventEnd, drawn: drawn ? drawn.startTime : null};
+  return {server: n.responseStart - n.requestStart, fcp: paint ? paint.startTime : null, dcl: n.domContentLoadedEventEnd, load: n.loadEventEnd, drawn: drawn ? drawn.startTime : null};
 }"""
 
 
@@ -84,10 +85,10 @@ def load_patient(http: httpx.Client) -> tuple[str, str]:
     return str(created["id"]), next(p["valueUrl"] for p in link["parameter"] if p["name"] == "url")
 
 
-async def measure(url: str, loads: int, viewport: dict[str, int], drawn: bool) -> tuple[dict[str, float], dict[str, list[float]]]:
+async def measure(url: str, loads: int, viewport: dict[str, int], drawn: bool, picture: Path | None) -> tuple[dict[str, float], dict[str, list[float]]]:
     """The first visit's timings, and those of the `loads` visits after it."""
     first: dict[str, float] = {}
-    found: dict[str, list[float]] = {"fcp": [], "dcl": [], "load": [], "drawn": []}
+    found: dict[str, list[float]] = {"server": [], "fcp": [], "dcl": [], "load": [], "drawn": []}
     async with async_playwright() as playwright:
         context = await playwright.chromium.launch_persistent_context(
             tempfile.mkdtemp(prefix="backpath-bench-profile-"), executable_path=CHROMIUM, args=["--no-sandbox"], viewport=viewport  # type: ignore[arg-type]
@@ -99,7 +100,11 @@ async def measure(url: str, loads: int, viewport: dict[str, int], drawn: bool) -
                 await page.wait_for_function("performance.getEntriesByName('backpath:rendered').length > 0", timeout=30_000)
             else:
                 await page.wait_for_load_state("load")
+            await page.wait_for_function("performance.getEntriesByName('first-contentful-paint').length > 0", timeout=30_000)
             timing = await page.evaluate(TIMING)
+            if picture is not None and attempt == loads:  # the top of the page, at most 2,200 px: small enough for the README
+                height = min(2200, int(await page.evaluate("document.documentElement.scrollHeight")))
+                await page.screenshot(path=str(picture), full_page=True, clip={"x": 0, "y": 0, "width": viewport["width"], "height": height})
             await page.close()
             for key, value in timing.items():
                 if value is None:
@@ -124,6 +129,7 @@ def _row(name: str, metric: str, first: float | None, values: list[float]) -> st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loads", type=int, default=20)
+    parser.add_argument("--screenshots", type=Path, help="also save a screenshot of each page (with the 10-visit patient) here")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="backpath-bench-pages-"))
     server = backpath_server(_sqlite_url(folder / "pages.db"), folder / "server.log")
@@ -135,16 +141,19 @@ def main() -> None:
             patient_id, form_url = load_patient(http)
         log(f"patient {patient_id} loaded with {VISITS} visits; {args.loads} loads per page")
         pages = [
-            ("form (phone)", form_url, PHONE, True),
-            ("patient view", f"{server.url}/app/patient/{patient_id}", DESKTOP, False),
-            ("pathway viewer", f"{server.url}/app/pathway/nl-zel", DESKTOP, False),
+            ("form (phone)", form_url, PHONE, True, "bench-form"),
+            ("patient view", f"{server.url}/app/patient/{patient_id}", DESKTOP, False, "bench-patient"),
+            ("pathway viewer", f"{server.url}/app/pathway/nl-zel", DESKTOP, False, "bench-pathway"),
         ]
         print(f"commit {_code_version()}; Chromium via Playwright; a first visit, then {args.loads} more per page\n")
         print("| page | measure | first visit ms | median ms | p95 ms | median < 300 ms |")
         print("|---|---|---|---|---|---|")
-        for name, url, viewport, drawn in pages:
-            first, found = asyncio.run(measure(url, args.loads, viewport, drawn))
-            labels = {"fcp": "first contentful paint", "dcl": "DOMContentLoaded", "load": "load", "drawn": "questionnaire drawn"}
+        if args.screenshots:
+            args.screenshots.mkdir(parents=True, exist_ok=True)
+        for name, url, viewport, drawn, picture in pages:
+            where = args.screenshots / f"{picture}.png" if args.screenshots else None
+            first, found = asyncio.run(measure(url, args.loads, viewport, drawn, where))
+            labels = {"server": "server (request sent to first byte)", "fcp": "first contentful paint", "dcl": "DOMContentLoaded", "load": "load", "drawn": "questionnaire drawn"}
             for metric, label in labels.items():
                 row = _row(name, label, first.get(metric), found[metric])
                 if row:

@@ -71,7 +71,7 @@ async def patient_form(request: Request, task_id: str, token: str = "") -> HTMLR
         labels=labels_for(language),
         task_id=task_id,
         patient=f"Patient/{session.grant.patient_id}",
-        questionnaire=questionnaire_of(session.task),
+        questionnaire_read=_questionnaire_read(session.task),
         token=token,
     )
 
@@ -106,6 +106,15 @@ async def pathway_page(request: Request, plan_id: str) -> HTMLResponse:
     except FhirError as problem:
         return _refusal(problem, language)
     return _page("pathway.html", view=view, language=language, languages=LANGUAGES)
+
+
+def _questionnaire_read(task: dict[str, Any]) -> str:
+    """The FHIR read the form makes for the Task's Questionnaire: the Task's focus, else the
+    canonical's id (the content's Questionnaires have the id their canonical ends with)."""
+    focus = str((task.get("focus") or {}).get("reference") or "")
+    if focus.startswith("Questionnaire/"):
+        return focus
+    return "Questionnaire/" + str(questionnaire_of(task) or "").split("|")[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def _refusal(problem: FhirError, language: str) -> HTMLResponse:

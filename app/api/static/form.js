@@ -51,7 +51,6 @@
     }).map(function (item) {
       var copy = Object.assign({}, item);
       if (translate(copy, "text", language)) found.translated = true;
-      if (copy.type !== "display" && copy.type !== "group") found.questions = true;
       if (copy.type === "choice" && copy.answerOption) {
         copy.answerOption = copy.answerOption.map(function (option) {
           var coding = Object.assign({}, option.valueCoding || {});
@@ -67,11 +66,6 @@
     });
   }
 
-  function questionnaireReference(task) {
-    var focus = (task.focus || {}).reference || "";
-    if (focus.indexOf("Questionnaire/") === 0) return focus;
-    return "Questionnaire/" + String(config.questionnaire || "").split("|")[0].split("/").pop();
-  }
 
   var STEPS_TO_START = { requested: ["accepted", "in-progress"], received: ["accepted", "in-progress"], accepted: ["in-progress"], ready: ["in-progress"] };
 
@@ -96,15 +90,13 @@
   // The Task and its Questionnaire are fetched while the browser still evaluates LHC-Forms (this
   // script runs first of the deferred ones); the form is drawn once both are there.
   var lformsLoaded = new Promise(function (resolve) { document.addEventListener("DOMContentLoaded", resolve); });
-  fhir("GET", "Task/" + config.taskId).then(function (answer) {
-    task = answer.json;
-    taskVersion = answer.etag;
-    return fhir("GET", questionnaireReference(task));
-  }).then(function (answer) {
-    return lformsLoaded.then(function () { return answer; });
+  Promise.all([fhir("GET", "Task/" + config.taskId), fhir("GET", config.questionnaireRead)]).then(function (answers) {
+    task = answers[0].json;
+    taskVersion = answers[0].etag;
+    return lformsLoaded.then(function () { return answers[1]; });
   }).then(function (answer) {
     questionnaire = answer.json;
-    var found = { translated: false, questions: false };
+    var found = { translated: false };
     var shown = Object.assign({}, questionnaire, { item: forThePatient(questionnaire.item, config.language, found) });
     translate(shown, "title", config.language);
     // The copyright is shown as plain text below the form (LHC-Forms' pop-over button has invalid ARIA).
