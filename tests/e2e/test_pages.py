@@ -8,6 +8,7 @@ phone and desktop width, go to test-output/screenshots/."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import date
@@ -170,7 +171,12 @@ async def test_patient_answers_the_sbst_in_dutch_and_the_clinician_sees_high_ris
     await _no_serious_violations(form)
     await screenshot(form, "form-phone")
 
-    await _answer(form, HIGH_RISK)
+    # Keyboard: the first answer is given with the keyboard alone (Tab to the question's choices, an
+    # arrow key to "Agree"), the rest by tapping; the scores below show the keyboard's answer arrived.
+    await form.locator(f'[id="1/1|{SBST}|disagree"] input').focus()
+    await form.keyboard.press("ArrowRight")
+    await expect(form.locator(f'[id="1/1|{SBST}|agree"]')).to_have_class(re.compile(r"\bant-radio-wrapper-checked\b"))
+    await _answer(form, {link_id: code for link_id, code in HIGH_RISK.items() if link_id != "1"})
     await form.get_by_role("button", name="Antwoorden versturen").click()
     await expect(form.get_by_role("heading", name="Dank u wel")).to_be_visible()
     body = await form.inner_text("body")
