@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
 from app.security.backend import load_signing_key
@@ -32,6 +33,10 @@ CLINICIAN_SCOPES = "user/*.cruds"
 TODAY = date.today()
 # A high-risk answer set (Keele: distress subscale, items 5-9, of 4 or more): everything agreed, "very much" bothered.
 HIGH_RISK = {**{str(n): "agree" for n in range(1, 9)}, "9": "very-much"}
+
+# Playwright's driver process and its pipes live on an event loop of this module's own, closed with
+# the module: nothing of the browser stays on the session's loop that the in-process apps share.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +70,7 @@ def server(scratch_database: Callable[[str], str], issuer: Issuer, form_key: Pat
     started.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     async for launched in chromium():
         yield launched
