@@ -7,6 +7,12 @@
 # token endpoint's BACKPATH_TOKEN_SIGNING_KEY_FILE + BACKPATH_BACKEND_CLIENTS_FILE): without one the
 # server refuses to start (see README, "Security").
 
+# ---- LHC-Forms for the patient form, from the same package-lock.json as development (no CDN at run time)
+FROM node:20-bookworm-slim AS lforms
+WORKDIR /src
+COPY package.json package-lock.json .npmrc ./
+RUN npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+
 # ---- build stage: install into a self-contained venv, so the runtime stage gets no pip/build leftovers
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -24,7 +30,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DATABASE_URL=sqlite+aiosqlite:////data/backpath.db \
-    BACKPATH_CONTENT_DIRS=/app/plandefinitions:/app/fhir_profiles
+    BACKPATH_CONTENT_DIRS=/app/plandefinitions:/app/fhir_profiles \
+    BACKPATH_LFORMS_DIR=/app/lforms
 # The content dirs are not inside the installed package (its default looks next to app/ in
 # site-packages), hence BACKPATH_CONTENT_DIRS above pointing at the copies in /app.
 
@@ -40,6 +47,8 @@ WORKDIR /app
 # Content stays root-owned (read-only for the service); only /data is writable.
 COPY plandefinitions/ ./plandefinitions/
 COPY fhir_profiles/ ./fhir_profiles/
+COPY --from=lforms /src/node_modules/lforms/dist/lforms/webcomponent/ ./lforms/webcomponent/
+COPY --from=lforms /src/node_modules/lforms/dist/lforms/fhir/R4/ ./lforms/fhir/R4/
 
 USER 10001:10001
 # Declared after the chown so a new named volume starts out owned by the service user.

@@ -102,6 +102,9 @@ class Settings:
     cds_fetch_timeout: float = field(default_factory=lambda: _env_float("BACKPATH_CDS_FETCH_TIMEOUT", 3.0))
     cds_allow_http: bool | None = field(default_factory=lambda: _env_optional_bool("BACKPATH_CDS_ALLOW_HTTP"))
     cds_jwt_leeway: int = field(default_factory=lambda: _env_int("BACKPATH_CDS_JWT_LEEWAY", 30))
+    # Pages (README "Pages"): how long a patient's form link works, and where the LHC-Forms files are.
+    form_link_ttl_seconds: int = field(default_factory=lambda: _env_int("BACKPATH_FORM_LINK_TTL", 3 * 24 * 3600))
+    lforms_dir: Path = field(default_factory=lambda: _env_path("BACKPATH_LFORMS_DIR") or _ROOT / "node_modules" / "lforms" / "dist" / "lforms")
 
     @property
     def audience(self) -> str | None:

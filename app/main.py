@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
 from app import __version__
-from app.api import cds_hooks, fhir_rest, oauth, system
+from app.api import cds_hooks, fhir_rest, oauth, pages, system
 from app.api.audit import AuditMiddleware
 from app.api.auth import Authenticator
 from app.api.errors import install_error_handlers
@@ -30,6 +30,7 @@ from app.services.capability import capability_statement
 from app.services.cds import cds_hooks as cds_hooks_configuration
 from app.services.content import install_content
 from app.services.context import FhirContext, merged_write_hooks, utc_now_ms
+from app.services.form_links import FormLinks
 from app.services.operations import OperationRegistry
 from app.services.pathway import ACTIVITY_DEFINITION_APPLY, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY
 from app.services.questionnaire_extract import EXTRACT
@@ -66,13 +67,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         content = read_content(settings.content_dirs)
         definitions = [*official_search_parameters(), *(r for r in content if r["resourceType"] == "SearchParameter")]
         referrals = ReferralService.from_settings(settings)
+        form_links = FormLinks.from_settings(settings)
         context = FhirContext(
             store=Store(engine),
             search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES),
             default_count=settings.default_count,
             max_count=settings.max_count,
             write_hooks=merged_write_hooks(
-                {"QuestionnaireResponse": [score_questionnaire_response]}, referrals.write_hooks
+                {"QuestionnaireResponse": [score_questionnaire_response]},
+                referrals.write_hooks,
+                {"Task": [form_links.link_new_request]},
             ),
         )
         changed = await install_content(context, content)
@@ -86,12 +90,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 PLAN_DEFINITION_R5_APPLY,
                 ACTIVITY_DEFINITION_APPLY,
                 *referrals.operations,
+                form_links.operation(),
             ]
         )
         app.state.fhir = context
         app.state.cds_hooks = cds_hooks_configuration(settings)
         app.state.operations = operations
         app.state.referrals = referrals
+        app.state.form_links = form_links
         app.state.capability_statement = capability_statement(
             context, operations, settings.base_url or "", format_instant(utc_now_ms()),
             None if settings.dev_mode else oauth.smart_security(settings),
@@ -130,6 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static/swagger-ui", StaticFiles(directory=swagger_ui_path), name="swagger-ui")
     app.include_router(system.router)
     app.include_router(oauth.router)
+    pages.mount_static(app, settings)
+    app.include_router(pages.router)  # before the FHIR routes, whose /{resource_type}/{id} would match /app/...
     app.include_router(cds_hooks.router)  # before the FHIR routes, whose /{resource_type} would match too
     app.include_router(fhir_rest.router)
     return app

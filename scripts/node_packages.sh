@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install the Node packages the test suite drives as independent peers (package.json +
-# package-lock.json at the repo root): nodejs/npm from Debian when missing, then `npm ci` when
-# node_modules is missing or the lock file changed since the last install.
+# Install the Node packages of package.json + package-lock.json at the repo root (LHC-Forms, which
+# the service serves to the patient form; fhirpath.js and axe-core, which the tests drive): nodejs/npm
+# from Debian when missing, then `npm ci` when node_modules is missing or the lock file changed since
+# the last install. `.npmrc` sets legacy-peer-deps: lforms' Angular peers otherwise never resolve.
 #   bash scripts/node_packages.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -6,6 +6,8 @@ set -euo pipefail
 # Repo root from this file's location, so relative paths (./backpath.db, content dirs) are stable.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/bootstrap.sh
+# LHC-Forms for the patient form (served from node_modules, no CDN).
+bash scripts/node_packages.sh
 
 # Dev mode = no auth, for a local quick start; set BACKPATH_DEV_MODE=0 to exercise auth.
 export BACKPATH_DEV_MODE="${BACKPATH_DEV_MODE:-1}"

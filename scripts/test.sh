@@ -18,6 +18,8 @@ if [ -n "${BACKPATH_SHARED_DIR:-}" ]; then export BACKPATH_SHARED_DIR; fi
 
 # Node peers of the differential tests (fhirpath.js, ...), from package-lock.json.
 bash scripts/node_packages.sh
+# Chromium (Debian's package) for the page tests in tests/e2e/test_pages.py.
+bash scripts/browser.sh
 
 SQLITE_DIR="$(mktemp -d)"
 trap 'rm -rf "$SQLITE_DIR"' EXIT

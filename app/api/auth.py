@@ -15,9 +15,11 @@ from fastapi.security import HTTPBearer
 from app.api.errors import BearerChallenge
 from app.api.keys import JwksSource
 from app.security.access import DEVELOPMENT, Access
+from app.security.form_link import FormLinkRefused
 from app.security.tokens import InvalidToken, access_from_claims, route_token, select_key, verify_token
+from app.services.form_links import FormLinks
 
-__all__ = ["ACCESS_SCOPE_KEY", "Authenticator", "RequestAccess"]
+__all__ = ["ACCESS_SCOPE_KEY", "Authenticator", "RequestAccess", "request_access"]
 
 # Where the request's Access is left in the ASGI scope, for the audit middleware.
 ACCESS_SCOPE_KEY = "backpath.access"
@@ -59,10 +61,39 @@ class Authenticator:
 
 
 async def _access(request: Request, _credentials: Annotated[object, Depends(_bearer)]) -> Access:
+    return await request_access(request)
+
+
+async def request_access(request: Request) -> Access:
+    """The caller of `request` (the pages call this themselves, to answer a refusal with a page)."""
     authenticator: Authenticator | None = request.app.state.authenticator
-    access = DEVELOPMENT if authenticator is None else await authenticator.authenticate(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    form_link = _form_link_token(request, authorization)
+    if form_link is not None:  # a patient's form link is held to its narrow grant, in development mode too
+        access = await _form_link_access(request, form_link)
+    elif authenticator is None:
+        access = DEVELOPMENT
+    else:
+        access = await authenticator.authenticate(authorization)
     request.scope[ACCESS_SCOPE_KEY] = access
     return access
+
+
+def _form_link_token(request: Request, authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    links: FormLinks | None = getattr(request.app.state, "form_links", None)
+    if scheme.lower() != "bearer" or links is None or not links.claims(token.strip()):
+        return None
+    return token.strip()
+
+
+async def _form_link_access(request: Request, token: str) -> Access:
+    try:
+        links: FormLinks = request.app.state.form_links
+        session = await links.session(request.app.state.fhir, token)
+    except FormLinkRefused as refused:
+        raise BearerChallenge(f"The form link cannot be used ({refused.reason})", invalid_token=True) from None
+    return session.access
 
 
 RequestAccess = Annotated[Access, Depends(_access)]

@@ -31,8 +31,11 @@ _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"cache-control", b"no-store"),
 ]
+_NO_STORE = (b"cache-control", b"no-store")
+# The pages' script and style files hold no patient data: browsers may keep them for a day.
+_STATIC_PREFIX = "/app/static/"
+_CACHEABLE = (b"cache-control", b"public, max-age=86400")
 
 
 def current_request_id() -> str:
@@ -91,6 +94,7 @@ class RequestContextMiddleware:
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 headers.extend(_SECURITY_HEADERS)
+                headers.append(_CACHEABLE if scope["path"].startswith(_STATIC_PREFIX) and status == 200 else _NO_STORE)
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -46,6 +46,7 @@ class Limit(Enum):
 
     ANY = "any"  # every resource of the type
     COMPARTMENT = "compartment"  # only resources in the token patient's compartment
+    INSTANCE = "instance"  # only the one resource a form link names (`Access.form_task`)
     DENIED = "denied"
 
 
@@ -58,12 +59,15 @@ class Access:
     scopes: tuple[Scope, ...] = ()
     patient: str | None = None
     unrestricted: bool = False  # server-internal calls and development mode
+    form_task: str | None = None  # a patient's form link: the one Task it answers (see security/form_link.py)
 
     def limit(self, permission: str, resource_type: str) -> Limit:
         """How far `permission` (one of c r u d s) on `resource_type` reaches: user/ and system/
         scopes reach every resource, patient/ scopes the compartment of the token's patient."""
         if self.unrestricted:
             return Limit.ANY
+        if self.form_task is not None:
+            return _FORM_LINK_LIMITS.get((permission, resource_type), Limit.DENIED)
         found = Limit.DENIED
         for scope in self.scopes:
             if not scope.grants(permission, resource_type, AUDIT_TYPES):
@@ -89,11 +93,24 @@ class Access:
             raise FhirError(ErrorCategory.FORBIDDEN, f"The access token does not allow to {_VERBS[permission]} {resource_type}")
         return limit
 
+    def names(self, resource_type: str, resource_id: object) -> bool:
+        """Whether this is the one resource an `INSTANCE` limit allows (a form link's Task)."""
+        return resource_type == "Task" and self.form_task is not None and resource_id == self.form_task
+
     @property
     def restricted_to_patient(self) -> bool:
         """Whether some permission of this token may be limited to one patient's compartment."""
         return not self.unrestricted and self.patient is not None and any(s.context == "patient" for s in self.scopes)
 
+
+# All a form link allows: read its Task and the questionnaire definitions, answer for its patient,
+# and complete the Task (services/form_links.py refuses any other change of the Task).
+_FORM_LINK_LIMITS = {
+    ("r", "Questionnaire"): Limit.ANY,
+    ("c", "QuestionnaireResponse"): Limit.COMPARTMENT,
+    ("r", "Task"): Limit.INSTANCE,
+    ("u", "Task"): Limit.INSTANCE,
+}
 
 # Calls the server makes for itself (content install, operation internals) and development mode.
 TRUSTED = Access(client_id="backpath", unrestricted=True)

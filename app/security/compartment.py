@@ -52,6 +52,8 @@ def visible(registry: SearchParameterRegistry, access: Access, resource: dict[st
     limit = access.limit(permission, resource.get("resourceType", ""))
     if limit is Limit.COMPARTMENT:
         return access.patient is not None and in_compartment(registry, resource, access.patient)
+    if limit is Limit.INSTANCE:
+        return access.names(resource.get("resourceType", ""), resource.get("id"))
     return limit is Limit.ANY
 
 

@@ -10,10 +10,11 @@ import orjson
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.security.access import IMMUTABLE_TYPES, Access, Limit
 from app.security.compartment import in_compartment
+from app.security.form_link import permitted_task_change
 from app.services.context import FhirContext
 from app.storage.repository import StoredVersion, StoreSession
 
-__all__ = ["check_resource", "check_stored", "refuse_immutable", "visible_stored"]
+__all__ = ["check_change", "check_resource", "check_stored", "refuse_immutable", "visible_stored"]
 
 
 def check_resource(context: FhirContext, access: Access, resource: dict[str, Any], permission: str) -> None:
@@ -21,6 +22,8 @@ def check_resource(context: FhirContext, access: Access, resource: dict[str, Any
     limit = access.require(permission, resource["resourceType"])
     if limit is Limit.COMPARTMENT and not _in_patient_compartment(context, access, resource):
         raise FhirError(ErrorCategory.FORBIDDEN, f"{resource['resourceType']} is not in the compartment of the patient the access token is for")
+    if limit is Limit.INSTANCE and not access.names(resource["resourceType"], resource.get("id")):
+        raise FhirError(ErrorCategory.FORBIDDEN, f"The form link does not allow access to {resource['resourceType']}/{resource.get('id')}")
 
 
 def check_stored(context: FhirContext, access: Access, stored: StoredVersion, permission: str) -> None:
@@ -28,11 +31,24 @@ def check_stored(context: FhirContext, access: Access, stored: StoredVersion, pe
     limit = access.require(permission, stored.type)
     if limit is Limit.COMPARTMENT and stored.content is not None and not _in_patient_compartment(context, access, orjson.loads(stored.content)):
         raise FhirError(ErrorCategory.FORBIDDEN, f"{stored.type}/{stored.id} is not in the compartment of the patient the access token is for")
+    if limit is Limit.INSTANCE and not access.names(stored.type, stored.id):
+        raise FhirError(ErrorCategory.FORBIDDEN, f"The form link does not allow access to {stored.type}/{stored.id}")
+
+
+def check_change(access: Access, live: StoredVersion | None, resource: dict[str, Any]) -> None:
+    """403 when a form link's update does more than complete its Task."""
+    if access.form_task is None:
+        return
+    before = orjson.loads(live.content) if live is not None and live.content else None
+    if before is None or not permitted_task_change(before, resource):
+        raise FhirError(ErrorCategory.FORBIDDEN, "A form link may only mark its Task completed")
 
 
 async def visible_stored(session: StoreSession, context: FhirContext, access: Access, stored: StoredVersion, permission: str = "r") -> bool:
     """Whether `access` may see this version; a deletion is judged by the version it deleted."""
     limit = access.limit(permission, stored.type)
+    if limit is Limit.INSTANCE:
+        return access.names(stored.type, stored.id)
     if limit is not Limit.COMPARTMENT:
         return limit is Limit.ANY
     content = stored.content

@@ -20,7 +20,7 @@ from app.fhir.search_query import SearchQuery, parse_search
 from app.security.access import TRUSTED, Access
 from app.security.compartment import restrict_search
 from app.services.context import FhirContext
-from app.services.permissions import check_resource, check_stored, refuse_immutable
+from app.services.permissions import check_change, check_resource, check_stored, refuse_immutable
 from app.services.stored import same_content, versioned
 from app.storage.repository import Create, Delete, StoredVersion, StoreSession, Update
 
@@ -177,6 +177,7 @@ async def update_in(
     if live is not None:
         check_stored(context, access, live, "u")
     check_resource(context, access, resource, "u")
+    check_change(access, live, resource)
     current_version = current.version if current is not None else 0
     _check_if_match(if_match, current_version, resource_type, resource_id)
     hooked = await context.run_write_hooks(session, resource, live, access)

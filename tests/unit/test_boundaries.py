@@ -18,6 +18,7 @@ FORBIDDEN = {
     "security": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
     "referral": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
     "cds": ("fastapi", "starlette", "sqlalchemy", "httpx", "app.storage", "app.services", "app.api"),
+    "pages": ("fastapi", "starlette", "sqlalchemy", "httpx", "jinja2", "app.storage", "app.services", "app.api"),
     "storage": ("fastapi", "starlette", "app.services", "app.api"),
     "services": ("fastapi", "starlette", "sqlalchemy", "app.api"),
 }
