@@ -98,7 +98,8 @@ def unrelated(n: int, patients: int, rng: random.Random) -> dict[str, Any]:
         return {"resourceType": "Observation", "status": "final", "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
                 "subject": {"reference": subject}, "effectiveDateTime": when, "valueInteger": rng.randrange(0, 10)}  # fmt: skip
     if rng.random() < 0.5:
-        return scored_sbst_response(subject, rng.randrange(0, 10), rng.randrange(0, 6), authored=when)
+        distress = rng.randrange(0, 6)  # items 5-9; the total adds the four other items
+        return scored_sbst_response(subject, distress + rng.randrange(0, 5), distress, authored=when)
     return assessment_response(subject, when, **ANSWERS)
 
 
