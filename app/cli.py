@@ -1,4 +1,4 @@
-"""`backpath serve | export-openapi`: the command line of the service."""
+"""`backpath serve | export-openapi | outbound-jwks`: the command line of the service."""
 
 from __future__ import annotations
 
@@ -21,6 +21,10 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--workers", type=int, default=1)
     export = commands.add_parser("export-openapi", help="write the OpenAPI document")
     export.add_argument("--output", default="openapi/openapi.json")
+    jwks = commands.add_parser(
+        "outbound-jwks", help="print the public JWKS of our backend-client key, for partners to register (BACKPATH_OUTBOUND_CLIENT_KEY_FILE)"
+    )
+    jwks.add_argument("--key", help="the PEM private key (default: BACKPATH_OUTBOUND_CLIENT_KEY_FILE)")
     args = parser.parse_args(argv)
 
     if args.command == "serve":
@@ -43,6 +47,14 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "export-openapi":
         Path(args.output).write_text(openapi_document() + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
+    elif args.command == "outbound-jwks":
+        from app.config import Settings
+        from app.security.backend import load_signing_key
+
+        key_file = Path(args.key) if args.key else Settings().outbound_client_key_file
+        if key_file is None:
+            parser.exit(2, "backpath: set BACKPATH_OUTBOUND_CLIENT_KEY_FILE or pass --key\n")
+        print(json.dumps({"keys": [load_signing_key(key_file.read_bytes()).public_jwk]}, indent=2))
 
 
 def openapi_document() -> str:

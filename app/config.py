@@ -90,6 +90,12 @@ class Settings:
     delivery_poll_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_POLL_SECONDS", 1.0))
     delivery_lease_seconds: float = field(default_factory=lambda: _env_float("BACKPATH_DELIVERY_LEASE_SECONDS", 30.0))
     outbound_bearer_token: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_OUTBOUND_BEARER_TOKEN") or None)
+    # SMART Backend Services towards partners: our client id there, the private key we sign client
+    # assertions with, the scope we ask for, and address=token_url pairs that skip discovery.
+    outbound_client_id: str | None = field(default_factory=lambda: os.environ.get("BACKPATH_OUTBOUND_CLIENT_ID") or None)
+    outbound_client_key_file: Path | None = field(default_factory=lambda: _env_path("BACKPATH_OUTBOUND_CLIENT_KEY_FILE"))
+    outbound_scope: str = field(default_factory=lambda: os.environ.get("BACKPATH_OUTBOUND_SCOPE") or "system/MessageHeader.c")
+    outbound_token_urls: tuple[str, ...] = field(default_factory=lambda: _env_list("BACKPATH_OUTBOUND_TOKEN_URLS"))
     message_max_entries: int = field(default_factory=lambda: _env_int("BACKPATH_MESSAGE_MAX_ENTRIES", 200))
 
     # CDS Hooks: the regional PlanDefinition id a call applies unless it names another; client JWT
@@ -115,11 +121,18 @@ class Settings:
     def token_endpoint_enabled(self) -> bool:
         return self.token_signing_key_file is not None and self.backend_clients_file is not None
 
+    @property
+    def outbound_client_enabled(self) -> bool:
+        """Deliveries get their tokens from each partner's token endpoint (SMART Backend Services)."""
+        return self.outbound_client_id is not None and self.outbound_client_key_file is not None
+
     def problems(self) -> list[str]:
         """Why this configuration must not serve (empty when it may): production needs an issuer."""
-        if self.dev_mode:
-            return []
         found = []
+        if (self.outbound_client_id is None) != (self.outbound_client_key_file is None):
+            found.append("BACKPATH_OUTBOUND_CLIENT_ID and BACKPATH_OUTBOUND_CLIENT_KEY_FILE go together (our backend client at the partners)")
+        if self.dev_mode:
+            return found
         if not self.auth_issuer and not self.token_endpoint_enabled:
             found.append(
                 "no token issuer: set BACKPATH_AUTH_ISSUER with BACKPATH_AUTH_JWKS_URL or BACKPATH_AUTH_JWKS_FILE, "

@@ -31,6 +31,7 @@ __all__ = [
     "OAuthError",
     "ReplayGuard",
     "SigningKey",
+    "client_assertion",
     "grant_scopes",
     "issue_access_token",
     "load_clients",
@@ -145,7 +146,8 @@ def _covers(allowed: Scope, wanted: Scope) -> bool:
 
 @dataclass(frozen=True)
 class SigningKey:
-    """The server's own key for the tokens it issues; `public_jwk` is published at the JWKS URL."""
+    """One of this server's keys: the one it signs its tokens with (`public_jwk` published at the
+    JWKS URL), or the one it signs its client assertions with as a partner's backend client."""
 
     private_key: Any
     algorithm: str
@@ -165,10 +167,25 @@ def load_signing_key(pem: bytes) -> SigningKey:
         public = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
         members = ("crv", "kty", "x", "y")
     else:
-        raise ValueError("the token signing key must be RSA or EC P-256/P-384")
+        raise ValueError("the signing key must be RSA or EC P-256/P-384")
     canonical = json.dumps({m: public[m] for m in members}, separators=(",", ":"), sort_keys=True)
     kid = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).decode().rstrip("=")
     return SigningKey(key, algorithm, kid, {**public, "kid": kid, "alg": algorithm, "use": "sig"})
+
+
+def client_assertion(key: SigningKey, *, client_id: str, token_url: str, lifetime: int = 240, now: float | None = None) -> str:
+    """Our signed `private_key_jwt` for a partner's token endpoint (`iss` = `sub` = our client id,
+    `aud` = that token URL, a fresh `jti`, `exp` at most five minutes away), `kid` in the header."""
+    issued = int(time.time() if now is None else now)
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": token_url,
+        "iat": issued,
+        "exp": issued + min(lifetime, _MAX_ASSERTION_LIFETIME),
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid})
 
 
 def issue_access_token(

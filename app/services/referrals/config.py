@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from app.config import Settings
 from app.referral.validation import Tie
+from app.security.backend import load_signing_key
+from app.services.referrals.outbound_tokens import PartnerTokens, StaticToken, TokenSource
 
 __all__ = ["ReferralConfig", "TokenSource"]
-
-# Where the outgoing channel gets a bearer token for a partner address (None: send without one).
-# The access-control work plugs a real source in here; the default reads one static setting.
-TokenSource = Callable[[str], Awaitable[str | None]]
 
 
 def _ties(values: tuple[str, ...]) -> frozenset[Tie]:
@@ -40,20 +38,15 @@ class ReferralConfig:
     poll_seconds: float = 1.0
     lease_seconds: float = 30.0
     max_entries: int = 200
-    token: TokenSource = field(default=lambda _address: _no_token())
+    token: TokenSource = field(default_factory=lambda: StaticToken(None))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReferralConfig:
-        static = settings.outbound_bearer_token
-
-        async def token(_address: str) -> str | None:
-            return static
-
         return cls(
             identifiers=_ties(settings.organization_identifiers),
             endpoint=(settings.endpoint or settings.base_url or "").rstrip("/"),
             partners=frozenset(p.rstrip("/") for p in settings.partner_endpoints),
-            partner_clients=_bindings(settings.partner_clients),
+            partner_clients=_pairs(settings.partner_clients, "BACKPATH_PARTNER_CLIENTS", "address=client_id"),
             cc=settings.referral_cc,
             max_attempts=settings.delivery_max_attempts,
             retry_base_seconds=settings.delivery_retry_base_seconds,
@@ -62,7 +55,7 @@ class ReferralConfig:
             poll_seconds=settings.delivery_poll_seconds,
             lease_seconds=settings.delivery_lease_seconds,
             max_entries=settings.message_max_entries,
-            token=token,
+            token=_token_source(settings),
         )
 
     def retry_delay(self, attempts: int) -> float:
@@ -70,15 +63,25 @@ class ReferralConfig:
         return float(min(self.retry_base_seconds * 2 ** max(attempts - 1, 0), self.retry_max_seconds))
 
 
-def _bindings(pairs: tuple[str, ...]) -> dict[str, str]:
+def _pairs(pairs: tuple[str, ...], variable: str, shape: str, *, value_is_url: bool = False) -> dict[str, str]:
+    """`address=value` settings, by address (without a trailing slash); a URL value may hold `=`."""
     bound = {}
     for pair in pairs:
-        address, separator, client_id = pair.rpartition("=")
-        if not separator or not address or not client_id:
-            raise ValueError(f"BACKPATH_PARTNER_CLIENTS: '{pair}' is not address=client_id")
-        bound[address.rstrip("/")] = client_id
+        address, separator, value = pair.partition("=") if value_is_url else pair.rpartition("=")
+        if not separator or not address or not value:
+            raise ValueError(f"{variable}: '{pair}' is not {shape}")
+        bound[address.rstrip("/")] = value
     return bound
 
 
-async def _no_token() -> str | None:
-    return None
+def _token_source(settings: Settings) -> TokenSource:
+    """Backend-services tokens per partner when our client id and key are set; else the static token."""
+    if settings.outbound_client_id is None or settings.outbound_client_key_file is None:
+        return StaticToken(settings.outbound_bearer_token)
+    return PartnerTokens(
+        load_signing_key(settings.outbound_client_key_file.read_bytes()),
+        client_id=settings.outbound_client_id,
+        scope=settings.outbound_scope,
+        token_urls=_pairs(settings.outbound_token_urls, "BACKPATH_OUTBOUND_TOKEN_URLS", "address=token_url", value_is_url=True),
+        timeout=settings.delivery_timeout_seconds,
+    )

@@ -27,6 +27,7 @@ from app.services.operations import Operation, OperationCall, OperationResult
 from app.services.referrals.config import ReferralConfig
 from app.services.referrals.directory import load
 from app.services.referrals.hooks import internal
+from app.services.referrals.outbound_tokens import TokenUnavailable
 from app.storage import outbox
 
 __all__ = ["DeliveryWorker", "resend_operation"]
@@ -34,8 +35,9 @@ __all__ = ["DeliveryWorker", "resend_operation"]
 log = logging.getLogger("backpath.delivery")
 
 _BATCH = 16
-# 401 too: the receiver could not authenticate us now (an expired or rotated token); the attempts
-# are bounded, and a message that exhausts them can be re-sent.
+# 401 too: the receiver could not authenticate us now (an expired or rotated token: the token source
+# forgets it, so the retry gets a new one); the attempts are bounded, and a message that exhausts
+# them can be re-sent.
 _RETRYABLE_STATUS = frozenset({401, 408, 425, 429})
 
 
@@ -81,6 +83,7 @@ class DeliveryWorker:
     async def stop(self) -> None:
         await self.halt()
         await self.client.aclose()
+        await self.config.token.aclose()
 
     async def _run(self) -> None:
         while not self._halting:
@@ -119,13 +122,18 @@ class DeliveryWorker:
 
     async def _post(self, row: outbox.OutboxRow) -> bytes:
         headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
-        token = await self.config.token(row.destination)
+        try:
+            token = await self.config.token(row.destination)
+        except TokenUnavailable as problem:  # like a transport error: the partner may answer later
+            raise _Retry(f"no access token: {problem}") from None
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
             response = await self.client.post(f"{row.destination}/$process-message", content=row.payload, headers=headers)
         except httpx.HTTPError as error:
             raise _Retry(f"{type(error).__name__}: {error}") from None
+        if response.status_code == 401 and token:
+            self.config.token.rejected(row.destination, token)  # the retry gets a new one
         if response.status_code >= 500 or response.status_code in _RETRYABLE_STATUS:
             raise _Retry(f"HTTP {response.status_code}")
         if response.status_code != 200:
