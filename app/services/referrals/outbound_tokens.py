@@ -73,7 +73,7 @@ class StaticToken:
 @dataclass(frozen=True)
 class _Token:
     value: str
-    renew_at: float  # on the source's clock
+    renew_at: float  # on the source's clock (monotonic: a wall-clock jump does not age a token)
 
 
 class PartnerTokens:
@@ -88,7 +88,7 @@ class PartnerTokens:
         token_urls: Mapping[str, str] | None = None,
         timeout: float = 10.0,
         client: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._key = key
         self._client_id = client_id
@@ -139,8 +139,8 @@ class PartnerTokens:
 
     async def _fetch(self, address: str) -> str:
         token_url = await self._token_url(address)
-        now = self._clock()
-        assertion = client_assertion(self._key, client_id=self._client_id, token_url=token_url, now=now)
+        now = self._clock()  # when the token's lifetime starts, as far as the cache is concerned
+        assertion = client_assertion(self._key, client_id=self._client_id, token_url=token_url)  # wall clock
         form = {
             "grant_type": "client_credentials",
             "scope": self._scope,
