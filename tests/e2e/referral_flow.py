@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -18,13 +18,17 @@ from tests.servers import Server
 
 @dataclass
 class Site:
-    """One organisation's server and its records of itself."""
+    """One organisation's server and its records of itself; `headers` go with every request the
+    test makes there (a production-mode server wants a token)."""
 
     org: Org
     server: Server
+    headers: dict[str, str] = field(default_factory=dict)
 
     def client(self) -> httpx.AsyncClient:
-        return self.server.client()
+        client = self.server.client()
+        client.headers.update(self.headers)
+        return client
 
 
 def configure(sender: Site, receiver: Site, **env: str) -> None:
