@@ -121,3 +121,10 @@ async def test_an_unreachable_partner_gives_no_token(backend_client_key: KeyPair
             await tokens("http://127.0.0.1:9")
     finally:
         await tokens.aclose()
+
+
+async def test_a_malformed_token_url_gives_no_token(secure_app: FastAPI, backend_client_key: KeyPair) -> None:
+    tokens, transport = _tokens(secure_app, backend_client_key, token_urls={AUDIENCE: "http://exa mple:port/auth/token"})
+    with pytest.raises(TokenUnavailable, match="InvalidURL"):
+        await tokens(AUDIENCE)
+    assert transport.requests == []

@@ -149,7 +149,7 @@ class PartnerTokens:
         }
         try:
             response = await self._http().post(token_url, data=form, headers={"Accept": "application/json"})
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             raise self._unavailable(address, f"token request to {token_url} failed: {type(error).__name__}") from None
         if response.status_code != 200:
             reason = f"{token_url} answered HTTP {response.status_code}{_oauth_error(response, assertion)}"
@@ -170,7 +170,7 @@ class PartnerTokens:
         discovery = f"{address}/.well-known/smart-configuration"
         try:
             response = await self._http().get(discovery, headers={"Accept": "application/json"})
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             raise self._unavailable(address, f"discovery at {discovery} failed: {type(error).__name__}") from None
         endpoint = _json(response).get("token_endpoint") if response.status_code == 200 else None
         if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
