@@ -121,11 +121,6 @@ class Settings:
     def token_endpoint_enabled(self) -> bool:
         return self.token_signing_key_file is not None and self.backend_clients_file is not None
 
-    @property
-    def outbound_client_enabled(self) -> bool:
-        """Deliveries get their tokens from each partner's token endpoint (SMART Backend Services)."""
-        return self.outbound_client_id is not None and self.outbound_client_key_file is not None
-
     def problems(self) -> list[str]:
         """Why this configuration must not serve (empty when it may): production needs an issuer."""
         found = []
