@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -24,6 +25,7 @@ from app.config import Settings
 from app.content.loader import read_content
 from app.fhir.models import RESOURCE_TYPES
 from app.fhir.search_params import SearchParameterRegistry, official_search_parameters
+from app.security.audit import SEARCH_PARAMETERS as AUDIT_SEARCH_PARAMETERS
 from app.security.backend import ReplayGuard, load_clients, load_signing_key
 from app.services.audit import AuditTrail
 from app.services.capability import capability_statement
@@ -70,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         form_links = FormLinks.from_settings(settings)
         context = FhirContext(
             store=Store(engine),
-            search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES),
+            search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES, only={"AuditEvent": AUDIT_SEARCH_PARAMETERS}),
             default_count=settings.default_count,
             max_count=settings.max_count,
             write_hooks=merged_write_hooks(
@@ -104,11 +106,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.audit = AuditTrail(context) if settings.audit else None
         referrals.start(context)
+        # What start-up built (models, search definitions, content) lives as long as the server: moved
+        # out of the collector's sight, a full collection no longer walks it (~150 ms pauses under load).
+        gc.freeze()
         yield
+        gc.unfreeze()
         await referrals.stop()
         if app.state.audit is not None:
             await app.state.audit.close()
-        await engine.dispose()
+        await context.store.close()
         await exits.aclose()
 
     configure_logging(settings.log_level)

@@ -7,7 +7,7 @@ a plain dotted path (most of them) is walked directly over the JSON, which is mu
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import resources as package_data
 from typing import Any
@@ -70,12 +70,22 @@ def compartment_parameters() -> dict[str, tuple[str, ...]]:
 class SearchParameterRegistry:
     """The search parameters of every resource type, built once at start-up."""
 
-    def __init__(self, definitions: Iterable[dict[str, Any]], resource_types: Iterable[str]) -> None:
+    def __init__(
+        self,
+        definitions: Iterable[dict[str, Any]],
+        resource_types: Iterable[str],
+        only: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
+        """`only`: for some types, the codes of the parameters kept; their other parameters are
+        neither indexed nor searchable (listed so in the CapabilityStatement)."""
         self._by_type: dict[str, dict[str, SearchParameterDef]] = {t: {} for t in resource_types}
         definitions = list(definitions)
         self._kind_by_url = {d.get("url"): d.get("type", "") for d in definitions}
         for definition in definitions:
             self._add(definition)
+        for resource_type, codes in (only or {}).items():
+            kept = self._by_type.get(resource_type, {})
+            self._by_type[resource_type] = {code: p for code, p in kept.items() if code in codes}
 
     def _add(self, definition: dict[str, Any]) -> None:
         expression = definition.get("expression")

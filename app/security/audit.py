@@ -20,7 +20,14 @@ from app.fhir.search_params import SearchParameterRegistry
 from app.security.access import NON_PATIENT_TYPES, Access
 from app.security.compartment import patients_of
 
-__all__ = ["AuditRecord", "Touched", "audit_events", "describe_request", "touched_by"]
+__all__ = ["SEARCH_PARAMETERS", "AuditRecord", "Touched", "audit_events", "describe_request", "touched_by"]
+
+# What an auditor searches the trail by (IHE RESTful ATNA's Retrieve ATNA Audit Event, ITI-81): only
+# these are indexed, as indexing every AuditEvent parameter made writing the trail cost more than
+# the request it records.
+SEARCH_PARAMETERS = frozenset(
+    {"_id", "_lastUpdated", "date", "patient", "agent", "altid", "address", "entity", "entity-type", "type", "subtype", "action", "outcome", "source"}
+)
 
 _BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"

@@ -111,8 +111,7 @@ class AuditTrail:
     async def _write(self, queued: list[tuple[AuditRecord, datetime]]) -> None:
         writes = await self._events(queued)
         if writes:
-            async with self._context.store.writing() as session:
-                await session.insert_new(writes)
+            await self._context.store.insert_new(writes)
 
     async def _write_one_by_one(self, queued: list[tuple[AuditRecord, datetime]]) -> list[tuple[AuditRecord, datetime]]:
         """After a failed batch: each record alone. A database failure stops the pass and hands this

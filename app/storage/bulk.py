@@ -1,31 +1,118 @@
-"""Rows inserted through the driver's own bulk path: COPY on PostgreSQL, executemany on SQLite.
+"""Rows inserted through the driver's own bulk path: COPY on PostgreSQL, multi-row INSERTs on SQLite.
 
 For large batches of rows known to be new (server-generated ids, such as the audit trail's), this
-costs a fraction of SQLAlchemy's per-row parameter handling; it runs on the caller's connection,
-so inside its transaction.
+costs a fraction of SQLAlchemy's per-row parameter handling. On PostgreSQL it runs on the caller's
+connection, inside its transaction; on a SQLite file the whole transaction runs in one go on a
+thread with a connection of its own, as a transaction run statement by statement from the event
+loop holds SQLite's one write lock across a trip through the loop per statement.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["bulk_insert"]
+__all__ = ["SqliteWriter", "TableRows", "insert_rows", "sqlite_file", "sqlite_statements"]
+
+# Rows per table: tuples in the table's column order, without its autoincrement column.
+TableRows = Sequence[tuple[Table, Sequence[tuple[Any, ...]]]]
+# SQLite's smallest limit on a statement's parameters (SQLITE_MAX_VARIABLE_NUMBER before 3.32).
+_VARIABLES = 999
+_BUSY_SECONDS = 30  # as the engine's busy timeout
 
 
-async def bulk_insert(connection: AsyncConnection, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert `rows`: tuples in the table's column order, without its autoincrement column."""
-    if not rows:
-        return
-    columns = [c for c in table.columns if c is not table.autoincrement_column]
+def _columns(table: Table) -> list[Any]:
+    return [c for c in table.columns if c is not table.autoincrement_column]
+
+
+async def insert_rows(connection: AsyncConnection, tables: TableRows) -> None:
+    """Insert the rows of each table on `connection`, inside its transaction: COPY on PostgreSQL."""
     driver: Any = (await connection.get_raw_connection()).driver_connection
-    if connection.dialect.name == "postgresql":
-        await driver.copy_records_to_table(table.name, records=rows, columns=[c.name for c in columns])
+    if connection.dialect.name != "postgresql":
+        for sql, values in sqlite_statements(connection.dialect, tables):
+            await driver.execute(sql, values)
         return
-    processors = [c.type.bind_processor(connection.dialect) for c in columns]
-    converted = [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
-    names = ", ".join(c.name for c in columns)
-    await driver.executemany(f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})", converted)
+    for table, rows in tables:
+        if rows:
+            await driver.copy_records_to_table(table.name, records=rows, columns=[c.name for c in _columns(table)])
+
+
+def sqlite_file(engine: AsyncEngine) -> str | None:
+    """The database file of a SQLite engine; None for PostgreSQL and in-memory or URI databases."""
+    url = engine.url
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:" or url.query:
+        return None
+    return url.database
+
+
+def sqlite_statements(dialect: Dialect, tables: TableRows) -> list[tuple[str, list[Any]]]:
+    """Multi-row INSERTs of the rows, their values converted as the dialect stores them (dates in
+    SQLite's text form, as every other write stores them): a few statements where `executemany`
+    would give up and retake the interpreter lock once per row."""
+    statements: list[tuple[str, list[Any]]] = []
+    for table, rows in tables:
+        columns = _columns(table)
+        processors = [(i, p) for i, c in enumerate(columns) if (p := c.type.dialect_impl(dialect).bind_processor(dialect))]
+        per_statement = max(1, _VARIABLES // len(columns))
+        placeholders = "(" + ", ".join("?" * len(columns)) + ")"
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            values: list[Any] = []
+            for row in chunk:
+                converted = list(row)
+                for i, process in processors:
+                    converted[i] = process(converted[i])
+                values += converted
+            names = ", ".join(c.name for c in columns)
+            statements.append((f"INSERT INTO {table.name} ({names}) VALUES {', '.join([placeholders] * len(chunk))}", values))
+    return statements
+
+
+class SqliteWriter:
+    """Writes whole transactions to a SQLite file on a thread of its own, with one connection kept
+    open there (a fresh one would read every page it touches again)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-bulk")
+        self._connection: sqlite3.Connection | None = None  # used on the thread only
+
+    async def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        """Run `statements` in one transaction; a failure leaves nothing written and is raised as
+        SQLAlchemy's DBAPIError, like any other database error."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._write, statements)
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
+        self._thread.shutdown()
+
+    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        try:
+            connection = self._connection or self._connect()
+            connection.execute("BEGIN IMMEDIATE")
+            for sql, values in statements:
+                connection.execute(sql, values)
+            connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._disconnect()  # which rolls back what was begun; the next write connects anew
+            raise DBAPIError.instance("bulk insert", None, error, sqlite3.Error) from error
+
+    def _connect(self) -> sqlite3.Connection:
+        self._connection = sqlite3.connect(self._path, timeout=_BUSY_SECONDS, isolation_level=None)
+        self._connection.execute("PRAGMA synchronous=NORMAL")  # as the engine's connections
+        return self._connection
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._connection.close()
+            self._connection = None

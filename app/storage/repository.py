@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from app.fhir.index import IndexEntries
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import Include, SearchQuery
-from app.storage.bulk import bulk_insert
+from app.storage.bulk import SqliteWriter, TableRows, insert_rows, sqlite_file, sqlite_statements
 from app.storage.engine import WRITE
 from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version, token_index
 from app.storage.search_sql import (
@@ -349,18 +349,6 @@ class StoreSession:
         )
         await self._index([(c.type, c.id, c.index) for c in creates])
 
-    async def insert_new(self, creates: Sequence[Create]) -> None:
-        """Write creates of ids nobody else can hold (server-generated, never updated) in bulk:
-        one driver-level batch per table, much cheaper per row than `apply`."""
-        if not self.writable:
-            raise RuntimeError("insert_new() needs a write transaction")
-        await self.flush()
-        await bulk_insert(self.connection, resource, [(c.type, c.id, 1, c.last_updated, False, c.content) for c in creates])
-        await bulk_insert(self.connection, resource_version, [(c.type, c.id, 1, c.last_updated, "POST", c.content) for c in creates])
-        for table in INDEX_TABLES.values():
-            rows = _index_rows(table, [(c.type, c.id, c.index) for c in creates])
-            await bulk_insert(self.connection, table, [tuple(row[c.name] for c in table.columns) for row in rows])
-
     async def _update(self, write: Update) -> None:
         new_version = write.expected_version + 1
         if write.expected_version == 0:  # create-on-update: written at once, so a taken id is this write's 409
@@ -416,42 +404,43 @@ class StoreSession:
         for table in INDEX_TABLES.values():
             rows = _index_rows(table, indexed)
             if rows:
-                await self.connection.execute(insert(table), rows)
+                names = [c.name for c in table.columns]
+                await self.connection.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
 
     async def _unindex(self, resource_type: str, resource_id: str) -> None:
         for table in INDEX_TABLES.values():
             await self.connection.execute(delete(table).where(table.c.type == resource_type, table.c.id == resource_id))
 
 
-def _index_rows(table: Table, indexed: Sequence[tuple[str, str, IndexEntries]]) -> list[dict[str, Any]]:
-    """The rows of one index table for the resources, sort rows flagged where the table sorts."""
+def _index_rows(table: Table, indexed: Sequence[tuple[str, str, IndexEntries]]) -> list[tuple[Any, ...]]:
+    """The rows of one index table for the resources, in its column order: type, id, the entry's
+    values, and where the table sorts, the flags of the rows a sort by each parameter uses."""
     name = next(key for key, candidate in INDEX_TABLES.items() if candidate is table)
-    columns = [c.name for c in table.columns if not c.name.startswith("sort_")][2:]  # after type and id
-    rows: list[dict[str, Any]] = []
+    sorts = SORT_COLUMNS.get(table.name)
+    if sorts is None:
+        return [(resource_type, resource_id, *row) for resource_type, resource_id, entries in indexed for row in getattr(entries, name)]
+    values = [c.name for c in table.columns if not c.name.startswith("sort_")][2:]  # after type and id
+    ascending, descending = values.index(sorts[0]), values.index(sorts[1])
+    rows: list[tuple[Any, ...]] = []
     for resource_type, resource_id, entries in indexed:
-        own = [{"type": resource_type, "id": resource_id, **dict(zip(columns, row, strict=True))} for row in getattr(entries, name)]
-        if table.name in SORT_COLUMNS:
-            _flag_sort_rows(own, *SORT_COLUMNS[table.name])
-        rows += own
+        own = getattr(entries, name)
+        first, last = _sort_rows(own, ascending, descending)
+        rows += [(resource_type, resource_id, *row, i in first, i in last) for i, row in enumerate(own)]
     return rows
 
 
-def _flag_sort_rows(rows: list[dict[str, Any]], ascending: str, descending: str) -> None:
-    """Flag, per parameter, the row with the lowest ascending and the one with the highest descending
-    value (the first of equals); a parameter whose values are all null gets no flag."""
-    first: dict[str, dict[str, Any]] = {}
-    last: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        row["sort_first"] = row["sort_last"] = False
-        param = row["param"]
-        if row[ascending] is not None and (param not in first or row[ascending] < first[param][ascending]):
-            first[param] = row
-        if row[descending] is not None and (param not in last or row[descending] > last[param][descending]):
-            last[param] = row
-    for row in first.values():
-        row["sort_first"] = True
-    for row in last.values():
-        row["sort_last"] = True
+def _sort_rows(rows: Sequence[tuple[Any, ...]], ascending: int, descending: int) -> tuple[set[int], set[int]]:
+    """Per parameter, the row with the lowest ascending and the one with the highest descending
+    value (the first of equals); a parameter whose values are all null has neither."""
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        param = row[0]
+        if row[ascending] is not None and (param not in first or row[ascending] < rows[first[param]][ascending]):
+            first[param] = i
+        if row[descending] is not None and (param not in last or row[descending] > rows[last[param]][descending]):
+            last[param] = i
+    return set(first.values()), set(last.values())
 
 
 def _changed_meanwhile(resource_type: str, resource_id: str) -> FhirError:
@@ -478,6 +467,8 @@ class Store:
         # SQLite has one writer at a time; queueing writers here (first come, first served) replaces
         # its busy-handler polling, whose unfairness left some writes waiting for seconds under load.
         self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        path = sqlite_file(engine)
+        self._bulk = SqliteWriter(path) if path is not None else None
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[StoreSession]:
@@ -494,6 +485,24 @@ class Store:
                 yield session
                 await session.flush()
 
+    async def insert_new(self, creates: Sequence[Create]) -> None:
+        """Write creates of ids nobody else can hold (server-generated, never updated) in bulk, in a
+        transaction of their own: much cheaper per row than `apply`, and on SQLite written in one go,
+        so the writer's turn lasts as long as the write itself. `on_commit_of` does not see them."""
+        indexed = [(c.type, c.id, c.index) for c in creates]
+        tables: TableRows = [
+            (resource, [(c.type, c.id, 1, c.last_updated, False, c.content) for c in creates]),
+            (resource_version, [(c.type, c.id, 1, c.last_updated, "POST", c.content) for c in creates]),
+            *((table, _index_rows(table, indexed)) for table in INDEX_TABLES.values()),
+        ]
+        if self._bulk is None:
+            async with self.writing() as session:
+                await insert_rows(session.connection, tables)
+            return
+        statements = sqlite_statements(self.engine.dialect, tables)
+        async with self._writer_turn():
+            await self._bulk.write(statements)
+
     @asynccontextmanager
     async def _writer_turn(self) -> AsyncIterator[None]:
         """This process's turn to write to SQLite (no-op on PostgreSQL); given up after SQLite's own
@@ -507,6 +516,11 @@ class Store:
             yield
         finally:
             self._sqlite_writer.release()
+
+    async def close(self) -> None:
+        if self._bulk is not None:
+            await self._bulk.close()
+        await self.engine.dispose()
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

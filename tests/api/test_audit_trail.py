@@ -5,6 +5,7 @@ and date; nobody changes them through the API."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 
 from app.security.access import Access
-from app.security.audit import AuditRecord
+from app.security.audit import SEARCH_PARAMETERS, AuditRecord
 from app.services import audit as audit_service
 from app.services.search import search
 from tests.factories import observation, patient, unique
@@ -193,3 +194,37 @@ async def test_one_record_that_cannot_be_written_does_not_stop_the_trail(app: An
     await trail.close()
     found = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}")])
     assert len(found.get("entry", [])) == 2
+
+
+async def test_the_trail_is_searchable_by_what_auditors_search_by_and_no_more(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    """Only the ITI-81 parameters are indexed: the CapabilityStatement lists those, and a search by
+    another one is refused when strict (ignored, with a warning, when lenient)."""
+    capability = (await secure_client.get("/metadata")).json()
+    audit = next(r for r in capability["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    listed = {p["name"] for p in audit["searchParam"]}
+    assert {"patient", "agent", "date", "altid", "entity", "action", "outcome", "subtype"} <= listed
+    assert listed <= SEARCH_PARAMETERS and not listed & {"site", "policy", "entity-name", "agent-role", "_tag"}
+    strict = {**issuer.headers(AUDITOR), "Prefer": "handling=strict"}
+    refused = await secure_client.get("/AuditEvent", params={"site": "http://elsewhere"}, headers=strict)
+    assert refused.status_code == 400 and refused.json()["resourceType"] == "OperationOutcome"
+    assert "site" in refused.text
+
+
+async def test_an_event_recorded_on_the_second_is_found_by_that_second(app: Any) -> None:
+    """Events are stored through the driver's bulk path; their dates must be stored in the same form
+    as every other write's, or a date search at the bound misses them (SQLite compares text)."""
+    on_the_second = datetime(2026, 3, 2, 9, 30, 0)
+    context = replace(app.state.fhir, clock=lambda: on_the_second)
+    trail = audit_service.AuditTrail(context)
+    anna = unique("anna")
+    await trail.record(AuditRecord(
+        interaction="read", resource_type="Patient", resource_id=anna, status=200, access=Access(client_id="app"),
+        server="http://testserver", source_address="127.0.0.1", request_id="on-the-second",
+        answer=orjson.dumps(patient("Second", id=anna)),
+    ))
+    await trail.close()
+    for date in ("ge2026-03-02T09:30:00Z", "eq2026-03-02T09:30:00Z", "le2026-03-02T09:30:00Z", "eq2026-03-02"):
+        found = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}"), ("date", date)])
+        assert len(found.get("entry", [])) == 1, date
+    later = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}"), ("_lastUpdated", "gt2026-03-02T09:30:00Z")])
+    assert later.get("entry", []) == []
