@@ -25,7 +25,7 @@ from app.security.audit import AuditRecord, Touched, audit_events, touched_by
 from app.security.compartment import patients_of
 from app.services.context import FhirContext
 from app.services.stored import format_instant, versioned
-from app.storage.engine import DatabaseError
+from app.storage.engine import DatabaseError, RowsRefused
 from app.storage.repository import Create, StoreSession
 
 __all__ = ["FLUSH_SECONDS", "AuditTrail"]
@@ -36,8 +36,12 @@ FLUSH_SECONDS = 0.25
 # Past this many queued records a request waits for the writer: the trail slows the server down
 # rather than fall behind without bound.
 MAX_QUEUED = 5000
-# The store cannot take writes now (down, or SQLite's writer turn timed out): worth retrying.
-_UNAVAILABLE = (DatabaseError, TimeoutError)
+
+
+def _unavailable(error: Exception) -> bool:
+    """The store cannot take writes now (down, locked, or SQLite's writer turn timed out): worth
+    retrying, unlike rows the database refuses."""
+    return isinstance(error, DatabaseError | TimeoutError) and not isinstance(error, RowsRefused)
 
 
 class AuditTrail:
@@ -89,10 +93,10 @@ class AuditTrail:
         waiting, self._waiting = self._waiting, []
         try:
             await self._write(queued)
-        except _UNAVAILABLE as error:  # the store is down or busy: keep them all for the next round
-            self._retry_later(queued, waiting, error)
-            return
         except Exception as error:
+            if _unavailable(error):  # the store is down or busy: keep them all for the next round
+                self._retry_later(queued, waiting, error)
+                return
             kept = await self._write_one_by_one(queued)
             if kept:
                 self._retry_later(kept, waiting, error)
@@ -121,9 +125,10 @@ class AuditTrail:
         for index, item in enumerate(queued):
             try:
                 await self._write([item])
-            except _UNAVAILABLE:
-                return queued[index:]
-            except Exception:  # this record's own fault: the others are written
+            except Exception as error:
+                if _unavailable(error):
+                    return queued[index:]
+                # this record's own fault: the others are written
                 log.error("an audit record could not be written and was dropped", extra={"request_id": item[0].request_id})
         return []
 

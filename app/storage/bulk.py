@@ -16,9 +16,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 __all__ = ["SqliteWriter", "TableRows", "insert_rows", "sqlite_file", "sqlite_statements"]
@@ -35,16 +36,34 @@ def _columns(table: Table) -> list[Any]:
     return [c for c in table.columns if c is not table.autoincrement_column]
 
 
+# Driver errors that are the rows' own fault (a broken constraint, a value refused), not the store's.
+_REFUSED_ROWS: tuple[type[Exception], ...] = (sqlite3.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+_BAD_VALUES: tuple[type[Exception], ...] = (sqlite3.InterfaceError, sqlite3.DataError, sqlite3.ProgrammingError, asyncpg.DataError)
+
+
+def _database_error(error: Exception) -> DBAPIError:
+    """A driver's own error as the SQLAlchemy error the rest of the code sees: IntegrityError or
+    DataError when the rows are at fault, OperationalError when the store cannot write now."""
+    kind = IntegrityError if isinstance(error, _REFUSED_ROWS) else DataError if isinstance(error, _BAD_VALUES) else OperationalError
+    return kind("bulk insert", None, error)
+
+
 async def insert_rows(connection: AsyncConnection, tables: TableRows) -> None:
-    """Insert the rows of each table on `connection`, inside its transaction: COPY on PostgreSQL."""
+    """Insert the rows of each table on `connection`, all or none: COPY on PostgreSQL."""
     driver: Any = (await connection.get_raw_connection()).driver_connection
-    if connection.dialect.name != "postgresql":
-        for sql, values in sqlite_statements(connection.dialect, tables):
-            await driver.execute(sql, values)
-        return
-    for table, rows in tables:
-        if rows:
-            await driver.copy_records_to_table(table.name, records=rows, columns=[c.name for c in _columns(table)])
+    try:
+        if connection.dialect.name != "postgresql":
+            for sql, values in sqlite_statements(connection.dialect, tables):
+                await driver.execute(sql, values)
+            return
+        # SQLAlchemy's asyncpg adapter begins its transaction only at its first statement: without
+        # this one each COPY would commit on its own, and a failure leave an event half written.
+        async with driver.transaction():
+            for table, rows in tables:
+                if rows:
+                    await driver.copy_records_to_table(table.name, records=rows, columns=[c.name for c in _columns(table)])
+    except (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        raise _database_error(error) from error
 
 
 def sqlite_file(engine: AsyncEngine) -> str | None:
@@ -89,7 +108,7 @@ class SqliteWriter:
 
     async def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
         """Run `statements` in one transaction; a failure leaves nothing written and is raised as
-        SQLAlchemy's DBAPIError, like any other database error."""
+        SQLAlchemy's error (see `_database_error`), like any other database error."""
         await asyncio.get_running_loop().run_in_executor(self._thread, self._write, statements)
 
     async def close(self) -> None:
@@ -103,9 +122,11 @@ class SqliteWriter:
             for sql, values in statements:
                 connection.execute(sql, values)
             connection.execute("COMMIT")
-        except sqlite3.Error as error:
+        except Exception as error:  # not only sqlite3's: a value it cannot bind must not leave the lock held
             self._disconnect()  # which rolls back what was begun; the next write connects anew
-            raise DBAPIError.instance("bulk insert", None, error, sqlite3.Error) from error
+            if isinstance(error, sqlite3.Error):
+                raise _database_error(error) from error
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         self._connection = sqlite3.connect(self._path, timeout=_BUSY_SECONDS, isolation_level=None)

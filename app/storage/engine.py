@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = ["WRITE", "DatabaseError", "create_engine"]
+__all__ = ["WRITE", "DatabaseError", "RowsRefused", "create_engine"]
 
 # What the database driver raises when the database cannot do what was asked (down, busy, ...),
 # named here so services can tell it apart without importing SQLAlchemy.
 DatabaseError = DBAPIError
+# The database errors that are the written rows' own fault (a constraint, a value): retrying cannot help.
+RowsRefused = (IntegrityError, DataError)
 
 # Execution option marking a connection that will write: SQLite then takes its write lock up front.
 WRITE = "backpath_write"

@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.security.access import Access
 from app.security.audit import SEARCH_PARAMETERS, AuditRecord
@@ -41,6 +42,15 @@ def _entities(event: dict[str, Any]) -> list[str]:
 
 def _agent(event: dict[str, Any], code: str) -> dict[str, Any]:
     return next(a for a in event["agent"] if a["type"]["coding"][0]["code"] == code)
+
+
+def _patient_read(patient_id: str, request_id: str, family: str) -> AuditRecord:
+    """What a successful read of a Patient leaves for the trail to record."""
+    return AuditRecord(
+        interaction="read", resource_type="Patient", resource_id=patient_id, status=200, access=Access(client_id="app"),
+        server="http://testserver", source_address="127.0.0.1", request_id=request_id,
+        answer=orjson.dumps(patient(family, id=patient_id)),
+    )
 
 
 async def _new_patient(client: httpx.AsyncClient, issuer: Issuer) -> str:
@@ -185,11 +195,7 @@ async def test_one_record_that_cannot_be_written_does_not_stop_the_trail(app: An
     trail = audit_service.AuditTrail(context)
     anna = unique("anna")
     for request_id in ("before", "poison", "after"):
-        await trail.record(AuditRecord(
-            interaction="read", resource_type="Patient", resource_id=anna, status=200, access=Access(client_id="app"),
-            server="http://testserver", source_address="127.0.0.1", request_id=request_id,
-            answer=orjson.dumps(patient("Poison", id=anna)),
-        ))
+        await trail.record(_patient_read(anna, request_id, "Poison"))
     await trail.flush()
     await trail.close()
     found = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}")])
@@ -228,3 +234,32 @@ async def test_an_event_recorded_on_the_second_is_found_by_that_second(app: Any)
         assert len(found.get("entry", [])) == 1, date
     later = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}"), ("_lastUpdated", "gt2026-03-02T09:30:00Z")])
     assert later.get("entry", []) == []
+
+
+async def test_a_store_outage_keeps_the_records_and_a_refused_record_is_dropped_alone(app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database that cannot write now: the batch waits for the next round, nothing lost. Rows the
+    database refuses (a constraint): that record alone is dropped, the others written."""
+    context = app.state.fhir
+    store = context.store
+    writing = store.insert_new
+    failures = {"outage": 1}
+
+    async def flaky(creates: list[Any]) -> None:
+        if failures["outage"]:
+            failures["outage"] -= 1
+            raise OperationalError("bulk insert", None, Exception("database is locked"))
+        if any(b"refused-by-the-database" in c.content for c in creates):
+            raise IntegrityError("bulk insert", None, Exception("UNIQUE constraint failed"))
+        await writing(creates)
+
+    monkeypatch.setattr(store, "insert_new", flaky)
+    trail = audit_service.AuditTrail(context)
+    anna = unique("anna")
+    for request_id in ("before", "refused-by-the-database", "after"):
+        await trail.record(_patient_read(anna, request_id, "Outage"))
+    with pytest.raises(OperationalError):  # the flush that met the outage says so; the records stay queued
+        await trail.flush()
+    await trail.flush()
+    await trail.close()
+    found = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}")])
+    assert len(found.get("entry", [])) == 2
