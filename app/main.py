@@ -23,15 +23,14 @@ from app.api.keys import FileJwks, JwksSource, StaticJwks, UrlJwks
 from app.api.observability import RequestContextMiddleware, configure_logging
 from app.config import Settings
 from app.content.loader import read_content
-from app.fhir.models import RESOURCE_TYPES
-from app.fhir.search_params import SearchParameterRegistry, official_search_parameters
-from app.security.audit import SEARCH_PARAMETERS as AUDIT_SEARCH_PARAMETERS
+from app.fhir.search_params import official_search_parameters
 from app.security.backend import ReplayGuard, load_clients, load_signing_key
 from app.services.audit import AuditTrail
+from app.services.audit_process import AuditProcess
 from app.services.capability import capability_statement
 from app.services.cds import cds_hooks as cds_hooks_configuration
 from app.services.content import install_content
-from app.services.context import FhirContext, merged_write_hooks, utc_now_ms
+from app.services.context import FhirContext, merged_write_hooks, search_registry, utc_now_ms
 from app.services.form_links import FormLinks
 from app.services.operations import OperationRegistry
 from app.services.pathway import ACTIVITY_DEFINITION_APPLY, PLAN_DEFINITION_APPLY, PLAN_DEFINITION_R5_APPLY
@@ -72,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         form_links = FormLinks.from_settings(settings)
         context = FhirContext(
             store=Store(engine),
-            search_parameters=SearchParameterRegistry(definitions, RESOURCE_TYPES, only={"AuditEvent": AUDIT_SEARCH_PARAMETERS}),
+            search_parameters=search_registry(definitions),
             default_count=settings.default_count,
             max_count=settings.max_count,
             write_hooks=merged_write_hooks(
@@ -104,7 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             context, operations, settings.base_url or "", format_instant(utc_now_ms()),
             None if settings.dev_mode else oauth.smart_security(settings),
         )
-        app.state.audit = AuditTrail(context) if settings.audit else None
+        if settings.audit:
+            writer = AuditProcess(settings.database_url, definitions, configure_logging, settings.log_level)
+            app.state.audit = AuditTrail(writer, context.clock)
         referrals.start(context)
         # What start-up built (models, search definitions, content) lives as long as the server: moved
         # out of the collector's sight, a full collection no longer walks it (~150 ms pauses under load).

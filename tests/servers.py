@@ -124,6 +124,20 @@ class Server:
             self.process.wait()
         self.process = None
 
+    def children(self) -> list[int]:
+        """Process ids of the server's child processes (its audit writer)."""
+        assert self.process is not None
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[1]
+                except OSError:
+                    continue
+                if int(parent) == self.process.pid:
+                    found.append(int(entry.name))
+        return found
+
     def pause(self) -> None:
         assert self.process is not None
         self.process.send_signal(signal.SIGSTOP)

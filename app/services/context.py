@@ -9,18 +9,26 @@ from typing import Any
 
 from uuid6 import uuid7
 
+from app.fhir.models import RESOURCE_TYPES
 from app.fhir.outcome import Issue
 from app.fhir.search_params import SearchParameterRegistry
 from app.security.access import Access
+from app.security.audit import SEARCH_PARAMETERS as AUDIT_SEARCH_PARAMETERS
 from app.storage.repository import Store, StoredVersion, StoreSession
 
-__all__ = ["FhirContext", "HookResult", "WriteHook", "merged_write_hooks", "utc_now_ms"]
+__all__ = ["FhirContext", "HookResult", "WriteHook", "merged_write_hooks", "search_registry", "utc_now_ms"]
 
 
 def utc_now_ms() -> datetime:
     """Now in UTC to the millisecond, naive: what `meta.lastUpdated` and the database both hold."""
     now = datetime.now(UTC).replace(tzinfo=None)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def search_registry(definitions: Sequence[dict[str, Any]]) -> SearchParameterRegistry:
+    """The server's search parameters: every one defined, except that AuditEvents are indexed by
+    what auditors search them by only (see `app.security.audit.SEARCH_PARAMETERS`)."""
+    return SearchParameterRegistry(definitions, RESOURCE_TYPES, only={"AuditEvent": AUDIT_SEARCH_PARAMETERS})
 
 
 @dataclass(frozen=True)

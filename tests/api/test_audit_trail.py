@@ -5,6 +5,8 @@ and date; nobody changes them through the API."""
 from __future__ import annotations
 
 import base64
+import os
+import signal
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -15,9 +17,12 @@ import pytest
 from fhir.resources.R4B.auditevent import AuditEvent
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from app.api.observability import configure_logging
+from app.fhir.search_params import official_search_parameters
 from app.security.access import Access
 from app.security.audit import SEARCH_PARAMETERS, AuditRecord
 from app.services import audit as audit_service
+from app.services.audit_process import AuditProcess
 from app.services.search import search
 from tests.factories import observation, patient, unique
 from tests.tokens import Issuer
@@ -192,7 +197,7 @@ async def test_one_record_that_cannot_be_written_does_not_stop_the_trail(app: An
         return building(record, *args)
 
     monkeypatch.setattr(audit_service, "audit_events", poisoned)
-    trail = audit_service.AuditTrail(context)
+    trail = audit_service.AuditTrail(audit_service.AuditWriter(context), context.clock)
     anna = unique("anna")
     for request_id in ("before", "poison", "after"):
         await trail.record(_patient_read(anna, request_id, "Poison"))
@@ -221,7 +226,7 @@ async def test_an_event_recorded_on_the_second_is_found_by_that_second(app: Any)
     as every other write's, or a date search at the bound misses them (SQLite compares text)."""
     on_the_second = datetime(2026, 3, 2, 9, 30, 0)
     context = replace(app.state.fhir, clock=lambda: on_the_second)
-    trail = audit_service.AuditTrail(context)
+    trail = audit_service.AuditTrail(audit_service.AuditWriter(context), context.clock)
     anna = unique("anna")
     await trail.record(AuditRecord(
         interaction="read", resource_type="Patient", resource_id=anna, status=200, access=Access(client_id="app"),
@@ -253,7 +258,7 @@ async def test_a_store_outage_keeps_the_records_and_a_refused_record_is_dropped_
         await writing(creates)
 
     monkeypatch.setattr(store, "insert_new", flaky)
-    trail = audit_service.AuditTrail(context)
+    trail = audit_service.AuditTrail(audit_service.AuditWriter(context), context.clock)
     anna = unique("anna")
     for request_id in ("before", "refused-by-the-database", "after"):
         await trail.record(_patient_read(anna, request_id, "Outage"))
@@ -263,3 +268,29 @@ async def test_a_store_outage_keeps_the_records_and_a_refused_record_is_dropped_
     await trail.close()
     found = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}")])
     assert len(found.get("entry", [])) == 2
+
+
+async def test_the_writer_process_stores_the_events_and_a_new_one_takes_over_when_it_dies(app: Any) -> None:
+    """The trail's writer runs in a process of its own. Killed between batches, it loses nothing
+    handed to the trail: the flush that finds it gone says so, and the next batch starts a new one."""
+    context = app.state.fhir
+    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), configure_logging, "WARNING")
+    trail = audit_service.AuditTrail(writer, context.clock)
+    anna = unique("anna")
+    try:
+        await trail.record(_patient_read(anna, "first", "Process"))
+        await trail.flush()
+        first = writer.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await trail.record(_patient_read(anna, "second", "Process"))
+        with pytest.raises(audit_service.WriterUnavailable):
+            await trail.flush()
+        await trail.flush()
+        assert writer.pid not in (None, first)
+    finally:
+        await trail.close()
+    found = orjson.loads(orjson.dumps(await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}")])))
+    request_ids = sorted(e["what"]["identifier"]["value"] for r in found.get("entry", []) for e in r["resource"]["entity"] if "identifier" in e["what"])
+    assert request_ids == ["first", "second"]
+    assert writer.pid is None

@@ -20,7 +20,7 @@ from app.cds.hooks import parse_hook_request
 from app.config import Settings
 from app.fhir.outcome import FhirError
 from app.main import create_app
-from app.services.audit import AuditTrail
+from app.services.audit import AuditTrail, AuditWriter
 from app.services.cds import cds_hooks
 from app.services.cds_data import DataSources, subject_data
 from app.services.cds_feedback import feedback_summary
@@ -232,7 +232,7 @@ def test_client_authentication_is_on_in_production_and_off_in_development(databa
 
 async def test_a_service_call_leaves_an_audit_event_for_its_patient(cds_client: httpx.AsyncClient, cds_app: FastAPI) -> None:
     """As a FHIR read of the patient's data would: the CDS client as agent, context.userId as user."""
-    trail = AuditTrail(cds_app.state.fhir)
+    trail = AuditTrail(AuditWriter(cds_app.state.fhir))
     cds_app.state.audit = trail
     patient_id = unique("audited")
     body = hook_request("patient-view", patient_id, subject_resources(patient_id, weeks=1))

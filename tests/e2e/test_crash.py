@@ -7,6 +7,7 @@ file or PostgreSQL).
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,20 @@ def _check(base: str, load: Load) -> None:
             assert stored == load.transactions_acknowledged[tx], f"acknowledged transaction {tx} is not all there"
 
 
+def _assert_ended(pids: list[int], seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while any(Path(f"/proc/{pid}").exists() and "(Z)" not in _state(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"processes {pids} outlived their server"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return "(" + Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] + ")"
+    except OSError:
+        return "(Z)"
+
+
 def _database(database_url: str, tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'crash.db'}" if database_url.startswith("sqlite") else database_url
 
@@ -125,11 +140,14 @@ def test_acknowledged_writes_survive_sigkill(database_url: str, tmp_path: Path) 
                 client.start()
             while load.acknowledged < kill_after and all(c.is_alive() for c in clients):
                 threading.Event().wait(0.005)
+            writers = server.children()
+            assert writers, "the audit trail's writer process runs beside the server"
             server.kill()  # mid-load: the other clients have requests in flight
             load.stop.set()
             for client in clients:
                 client.join(timeout=30)
             assert load.acknowledged >= kill_after, log.read_text()[-2000:]
+            _assert_ended(writers)  # no writer of the dead server goes on beside the next one
             server = servers.start(env, log)
             _check(server.url, load)
     finally:
