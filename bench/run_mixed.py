@@ -16,8 +16,9 @@ For each database it:
    average between requests, as people and integrations do); reports throughput, p50/p99 latency
    and errors (non-2xx and socket errors); goal: no errors, p99 under 250 ms;
 2. measures the audit trail's cost: the same mix in development mode with the audit trail off and
-   on, alternating, --reps times each for --audit-duration seconds, saturating and paced; reports
-   the medians: what it costs the throughput ceiling, and what it adds to a request's latency under
+   on, alternating, --reps times each for --audit-duration seconds, saturating and paced, each run
+   on a fresh copy of the preloaded database (so no run inherits the growth of the runs before it,
+   which slowed later runs whether the trail was on or off); reports the medians: what it costs the throughput ceiling, and what it adds to a request's latency under
    the paced load (goal: within 10 %).
 
 The CDS calls carry no client JWT (wrk cannot sign one per call): the servers run with
@@ -64,6 +65,7 @@ from run_core import (  # noqa: E402  (also installs the process clean-up: atexi
 
 SCRIPT = ROOT / "bench" / "wrk" / "mixed.lua"
 PG_DATABASE = "backpath_bench_mixed"
+PRELOADED, RUN = "preloaded", "run"  # the preloaded database's copy, and each audit run's copy of that
 ISSUER = "https://issuer.bench.backpath"
 AUDIENCE = "https://fhir.bench.backpath"
 FHIR = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
@@ -217,6 +219,7 @@ def bench_database(db: str, url: str, args: argparse.Namespace, wrk: str, workdi
         log(f"{db}: preloaded {args.preload} Patients + Observations in {time.monotonic() - started:.1f}s")
     finally:
         loader.stop()
+    preloaded = _copy_database(url, url, PRELOADED)
     server = _server(url, workdir / f"{db}-production.log", issuer.env(), args.workers)
     production = _measure(wrk, server, args, ids_file, token, args.duration, paced=True)
     for name, result in zip(("saturating", "paced"), production, strict=True):
@@ -225,12 +228,43 @@ def bench_database(db: str, url: str, args: argparse.Namespace, wrk: str, workdi
     for rep in range(args.reps):
         for setting in ("off", "on") if rep % 2 == 0 else ("on", "off"):
             env = {"BACKPATH_DEV_MODE": "1", "BACKPATH_AUDIT": "1" if setting == "on" else "0"}
-            server = _server(url, workdir / f"{db}-audit-{setting}.log", env, args.workers)
+            server = _server(_copy_database(url, preloaded, RUN), workdir / f"{db}-audit-{setting}.log", env, args.workers)
             results = _measure(wrk, server, args, ids_file, None, args.audit_duration, paced=True)
             audit[setting].append(results)
             for name, result in zip(("saturating", "paced"), results, strict=True):
                 log(f"{db} audit {setting:<3} run {rep + 1} {name}: {result.per_s:.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms")
     return {"db": db, "production": production, "audit": audit}
+
+
+def _copy_database(url: str, source_url: str, name: str) -> str:
+    """The URL of `name`, made a copy of the database at `source_url` (a file copy on SQLite,
+    CREATE DATABASE ... TEMPLATE on PostgreSQL); `url` is the bench's own database, beside which
+    the copies live."""
+    from sqlalchemy.engine import make_url
+
+    base, source = make_url(url), make_url(source_url)
+    if base.get_backend_name() == "sqlite":
+        assert base.database and source.database
+        target = Path(base.database).with_name(f"{Path(base.database).stem}-{name}.db")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{target}{suffix}").unlink(missing_ok=True)
+            if Path(f"{source.database}{suffix}").exists():
+                shutil.copyfile(f"{source.database}{suffix}", f"{target}{suffix}")
+        return _sqlite_url(target)
+    target_name = f"{base.database}_{name}"
+    asyncio.run(_pg_copy(base.set(database="postgres").render_as_string(hide_password=False), str(source.database), target_name))
+    return base.set(database=target_name).render_as_string(hide_password=False)
+
+
+async def _pg_copy(maintenance_url: str, source: str, target: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(maintenance_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{target}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{target}" TEMPLATE "{source}"')
+    finally:
+        await connection.close()
 
 
 def _median(results: list[Result], attribute: str) -> float:
@@ -319,7 +353,8 @@ def main() -> int:
     finally:
         _stop_all()
         if cleanup is not None:
-            asyncio.run(_recreate_pg_databases(cleanup, [PG_DATABASE], create=False))
+            copies = [f"{PG_DATABASE}_{name}" for name in (PRELOADED, RUN)]
+            asyncio.run(_recreate_pg_databases(cleanup, [PG_DATABASE, *copies], create=False))
         shutil.rmtree(workdir, ignore_errors=True)
     load = os.getloadavg()
     print()
