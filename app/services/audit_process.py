@@ -7,8 +7,10 @@ its own runs on the other core and holds the write lock only while the database 
 
 The server's `AuditTrail` hands each batch over a pipe and waits for the answer, so its
 all-or-none, retry and flush rules hold as before. The writer process reads the database for the
-patients of resources the answer did not carry, and writes through its own engine. It ends when
-told to, or when the pipe closes because the server died.
+patients of resources the answer did not carry, and writes through its own engine. On SQLite it
+writes in the server's turn, lent over the pipe: the server's writers then queue behind it in order
+instead of polling in SQLite's busy handler, whose sleeps left them waiting well past the lock's
+release. It ends when told to, or when the pipe closes because the server died.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import contextlib
 import logging
 import multiprocessing
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -27,7 +30,7 @@ from typing import Any
 from app.services.audit import AuditWriter, Queued, WriterUnavailable, unavailable
 from app.services.context import FhirContext, search_registry
 from app.storage.engine import create_engine
-from app.storage.repository import Store
+from app.storage.repository import Store, WriterTurn
 
 __all__ = ["AuditProcess", "WriterRefused"]
 
@@ -36,6 +39,8 @@ log = logging.getLogger("backpath.audit")
 _STOP_SECONDS = 30  # for the last batch at shutdown, then the process is killed
 # Answers from the writer process: None when the batch is stored.
 _UNAVAILABLE, _REFUSED = "unavailable", "refused"
+# The writer asks for the server's turn to write to SQLite, gets it, and hands it back.
+_TURN, _GO, _DONE = "turn", "go", "done"
 
 
 class WriterRefused(Exception):
@@ -45,8 +50,16 @@ class WriterRefused(Exception):
 class AuditProcess:
     """An `EventWriter` whose work is done by a child process, started at once and again after it died."""
 
-    def __init__(self, database_url: str, definitions: list[dict[str, Any]], configure_logging: Callable[[str], None], log_level: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        definitions: list[dict[str, Any]],
+        writer_turn: WriterTurn,
+        configure_logging: Callable[[str], None],
+        log_level: str,
+    ) -> None:
         self._arguments = (database_url, definitions, configure_logging, log_level)
+        self._writer_turn = writer_turn
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-pipe")
         self._process: BaseProcess | None = None
         self._pipe: Connection | None = None
@@ -58,14 +71,23 @@ class AuditProcess:
         pipe = self._pipe
         assert pipe is not None
         try:
-            answer = await asyncio.get_running_loop().run_in_executor(self._thread, _exchange, pipe, queued)
-        except (OSError, EOFError) as error:  # the process died: the trail keeps the batch for a new one
+            answer = await self._over(pipe, _exchange, queued)
+            while answer == _TURN:  # the events are ready to write: in this server's turn
+                async with self._writer_turn():
+                    await self._over(pipe, _exchange, _GO)  # answered _DONE once written
+                answer = await self._over(pipe, _receive)
+        # The process died (or no turn came in time, and the pipe is out of step): the trail keeps
+        # the batch for a new process.
+        except (OSError, EOFError) as error:
             self._forget()
-            raise WriterUnavailable("the audit writer process ended") from error
+            raise WriterUnavailable("the audit writer process ended or did not answer") from error
         if answer == _UNAVAILABLE:
             raise WriterUnavailable("the audit writer cannot store events now")
         if answer == _REFUSED:
             raise WriterRefused("the audit writer could not store these events")
+
+    async def _over(self, pipe: Connection, step: Callable[..., str | None], *message: Any) -> str | None:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, step, pipe, *message)
 
     async def close(self) -> None:
         pipe, process = self._pipe, self._process
@@ -97,8 +119,12 @@ class AuditProcess:
         self._process = self._pipe = None
 
 
-def _exchange(pipe: Connection, queued: list[Queued]) -> str | None:
-    pipe.send(queued)
+def _exchange(pipe: Connection, message: Any) -> str | None:
+    pipe.send(message)
+    return _receive(pipe)
+
+
+def _receive(pipe: Connection) -> str | None:
     answer: str | None = pipe.recv()
     return answer
 
@@ -111,9 +137,18 @@ def _serve(pipe: Connection, database_url: str, definitions: list[dict[str, Any]
 
 
 async def _serve_batches(pipe: Connection, database_url: str, definitions: list[dict[str, Any]]) -> None:
-    store = Store(create_engine(database_url))
-    writer = AuditWriter(FhirContext(store=store, search_parameters=search_registry(definitions)))
     loop = asyncio.get_running_loop()
+
+    @asynccontextmanager
+    async def lent_turn() -> AsyncIterator[None]:
+        await loop.run_in_executor(None, _exchange, pipe, _TURN)  # answered _GO
+        try:
+            yield
+        finally:
+            pipe.send(_DONE)
+
+    store = Store(create_engine(database_url), writer_turn=lent_turn)
+    writer = AuditWriter(FhirContext(store=store, search_parameters=search_registry(definitions)))
     try:
         while True:
             try:
@@ -125,6 +160,8 @@ async def _serve_batches(pipe: Connection, database_url: str, definitions: list[
             answer = None
             try:
                 await writer.write(queued)
+            except (EOFError, BrokenPipeError):  # the server died while lending its turn
+                return
             except Exception as error:
                 answer = _UNAVAILABLE if unavailable(error) else _REFUSED
                 if answer == _REFUSED:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -46,8 +46,12 @@ __all__ = [
     "StoredVersion",
     "Update",
     "Write",
+    "WriterTurn",
     "on_commit_of",
 ]
+
+# Takes a turn to write to SQLite, held while the context is open.
+WriterTurn = Callable[[], AbstractAsyncContextManager[None]]
 
 # Connection info key: the resource types the open transaction wrote (see `on_commit_of`).
 _TYPES_WRITTEN = "backpath_types_written"
@@ -462,11 +466,14 @@ def _stored(row: Any) -> StoredVersion:
 class Store:
     """Opens sessions on the engine: plain ones for reads, one transaction per write unit."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writer_turn: WriterTurn | None = None) -> None:
+        """`writer_turn`: how a process other than the server's takes its turn to write to SQLite
+        (the server lends its own); by default this store's own queue."""
         self.engine = engine
         # SQLite has one writer at a time; queueing writers here (first come, first served) replaces
         # its busy-handler polling, whose unfairness left some writes waiting for seconds under load.
         self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._lent_turn = writer_turn if engine.dialect.name == "sqlite" else None
         path = sqlite_file(engine)
         self._bulk = SqliteWriter(path) if path is not None else None
 
@@ -478,7 +485,7 @@ class Store:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[StoreSession]:
         """One database transaction: committed when the block ends, rolled back on any exception."""
-        async with self._writer_turn(), self.engine.connect() as connection:
+        async with self.writer_turn(), self.engine.connect() as connection:
             connection = await connection.execution_options(**{WRITE: True})
             async with connection.begin():
                 session = StoreSession(connection, writable=True)
@@ -500,13 +507,17 @@ class Store:
                 await insert_rows(session.connection, tables)
             return
         statements = sqlite_statements(self.engine.dialect, tables)
-        async with self._writer_turn():
+        async with self.writer_turn():
             await self._bulk.write(statements)
 
     @asynccontextmanager
-    async def _writer_turn(self) -> AsyncIterator[None]:
+    async def writer_turn(self) -> AsyncIterator[None]:
         """This process's turn to write to SQLite (no-op on PostgreSQL); given up after SQLite's own
         busy timeout, so a write waiting on another in the same task fails instead of hanging."""
+        if self._lent_turn is not None:
+            async with self._lent_turn():
+                yield
+            return
         if self._sqlite_writer is None:
             yield
             return

@@ -4,9 +4,12 @@ and date; nobody changes them through the API."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -274,7 +277,7 @@ async def test_the_writer_process_stores_the_events_and_a_new_one_takes_over_whe
     """The trail's writer runs in a process of its own. Killed between batches, it loses nothing
     handed to the trail: the flush that finds it gone says so, and the next batch starts a new one."""
     context = app.state.fhir
-    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), configure_logging, "WARNING")
+    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), context.store.writer_turn, configure_logging, "WARNING")
     trail = audit_service.AuditTrail(writer, context.clock)
     anna = unique("anna")
     try:
@@ -294,3 +297,45 @@ async def test_the_writer_process_stores_the_events_and_a_new_one_takes_over_whe
     request_ids = sorted(e["what"]["identifier"]["value"] for r in found.get("entry", []) for e in r["resource"]["entity"] if "identifier" in e["what"])
     assert request_ids == ["first", "second"]
     assert writer.pid is None
+
+
+async def test_on_sqlite_the_writer_process_writes_in_the_servers_turn(app: Any) -> None:
+    """SQLite has one writer at a time: the writer process asks the server for its turn and writes
+    nothing until it gets it, so the server's writers queue in order instead of polling SQLite's
+    busy handler. PostgreSQL takes concurrent writers: there it never asks."""
+    context = app.state.fhir
+    sqlite = context.store.engine.dialect.name == "sqlite"
+    asked: list[str] = []
+    given = asyncio.Event()
+
+    @asynccontextmanager
+    async def turn() -> AsyncIterator[None]:
+        asked.append("turn")
+        await given.wait()
+        yield
+
+    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), turn, configure_logging, "WARNING")
+    trail = audit_service.AuditTrail(writer, context.clock)
+    anna = unique("anna")
+
+    async def written() -> int:
+        found = await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}")])
+        return len(found.get("entry", []))
+
+    try:
+        await trail.record(_patient_read(anna, "in-turn", "Turn"))
+        flushing = asyncio.create_task(trail.flush())
+        if sqlite:
+            async with asyncio.timeout(30):
+                while not asked:
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            assert not flushing.done() and await written() == 0
+            given.set()
+        async with asyncio.timeout(30):
+            await flushing
+    finally:
+        given.set()
+        await trail.close()
+    assert await written() == 1
+    assert asked == (["turn"] if sqlite else [])
