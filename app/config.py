@@ -6,6 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 __all__ = ["Settings"]
 
 _ROOT = Path(__file__).resolve().parent.parent
@@ -126,6 +129,8 @@ class Settings:
         found = []
         if (self.outbound_client_id is None) != (self.outbound_client_key_file is None):
             found.append("BACKPATH_OUTBOUND_CLIENT_ID and BACKPATH_OUTBOUND_CLIENT_KEY_FILE go together (our backend client at the partners)")
+        if self.audit and _in_memory_sqlite(self.database_url):
+            found.append("the audit trail's writer process needs a database file or server: an in-memory SQLite database is one per process (or BACKPATH_AUDIT=0)")
         if self.dev_mode:
             return found
         if not self.auth_issuer and not self.token_endpoint_enabled:
@@ -142,3 +147,11 @@ class Settings:
         if not self.audit:
             found.append("BACKPATH_AUDIT=0 is for development mode only")
         return found
+
+
+def _in_memory_sqlite(database_url: str) -> bool:
+    try:
+        url = make_url(database_url)
+    except ArgumentError:  # not a URL: opening the database says so
+        return False
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")

@@ -37,6 +37,12 @@ __all__ = ["AuditProcess", "WriterRefused"]
 log = logging.getLogger("backpath.audit")
 
 _STOP_SECONDS = 30  # for the last batch at shutdown, then the process is killed
+# A writer that has not answered by then is stuck, not slow (a batch writes in well under a second):
+# it is killed and replaced, and a turn it was lent comes back.
+_ANSWER_SECONDS = 60
+# After this many deaths of the writer in a row, the records it was writing are taken to be what
+# kills it: the trail then writes them one by one and drops the one that cannot be written.
+_DEATHS_PER_BATCH = 2
 # Answers from the writer process: None when the batch is stored.
 _UNAVAILABLE, _REFUSED = "unavailable", "refused"
 # The writer asks for the server's turn to write to SQLite, gets it, and hands it back.
@@ -63,24 +69,37 @@ class AuditProcess:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-pipe")
         self._process: BaseProcess | None = None
         self._pipe: Connection | None = None
+        self._deaths = 0  # of the writer in a row, since a write last succeeded
         self._start()
 
     async def write(self, queued: list[Queued]) -> None:
-        if self._pipe is None:
-            self._start()
+        if self._pipe is None:  # started off the event loop: the child reads its arguments slowly
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._start)
         pipe = self._pipe
         assert pipe is not None
         try:
             answer = await self._over(pipe, _exchange, queued)
             while answer == _TURN:  # the events are ready to write: in this server's turn
                 async with self._writer_turn():
-                    await self._over(pipe, _exchange, _GO)  # answered _DONE once written
+                    if await self._over(pipe, _exchange, _GO) != _DONE:
+                        raise _OutOfStep
                 answer = await self._over(pipe, _receive)
-        # The process died (or no turn came in time, and the pipe is out of step): the trail keeps
-        # the batch for a new process.
-        except (OSError, EOFError) as error:
-            self._forget()
+            if answer not in (None, _UNAVAILABLE, _REFUSED):
+                raise _OutOfStep
+        # The process died, hangs, got no turn in time or is out of step (also when this write was
+        # cancelled midway): it is replaced, and the trail keeps the batch for the new one.
+        except BaseException as error:
+            self._kill()
+            await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._thread, self._forget))
+            if not isinstance(error, OSError | EOFError | _OutOfStep):
+                raise
+            died = isinstance(error, EOFError | ConnectionError)
+            self._deaths = self._deaths + 1 if died else 0
+            if self._deaths >= _DEATHS_PER_BATCH:  # counted on until a write succeeds, so that the
+                # one-by-one pass drops the record that kills it at its first death there
+                raise WriterRefused("the audit writer died on these records, again") from error
             raise WriterUnavailable("the audit writer process ended or did not answer") from error
+        self._deaths = 0
         if answer == _UNAVAILABLE:
             raise WriterUnavailable("the audit writer cannot store events now")
         if answer == _REFUSED:
@@ -95,7 +114,7 @@ class AuditProcess:
             with contextlib.suppress(OSError):
                 pipe.send(None)
             await asyncio.get_running_loop().run_in_executor(self._thread, process.join, _STOP_SECONDS)
-        self._forget()
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._forget)
         self._thread.shutdown()
 
     @property
@@ -111,9 +130,14 @@ class AuditProcess:
         theirs.close()  # only the child holds its end, so its death closes the pipe
         self._pipe = ours
 
-    def _forget(self) -> None:
+    def _kill(self) -> None:
         if self._process is not None and self._process.is_alive():
             self._process.kill()
+
+    def _forget(self) -> None:
+        self._kill()
+        if self._process is not None:
+            self._process.join(_STOP_SECONDS)  # reaped: no zombie left behind
         if self._pipe is not None:
             self._pipe.close()
         self._process = self._pipe = None
@@ -125,13 +149,26 @@ def _exchange(pipe: Connection, message: Any) -> str | None:
 
 
 def _receive(pipe: Connection) -> str | None:
+    if not pipe.poll(_ANSWER_SECONDS):
+        raise TimeoutError("the audit writer did not answer")
     answer: str | None = pipe.recv()
     return answer
 
 
+class _OutOfStep(Exception):
+    """The writer process answered something the protocol does not expect now."""
+
+
+class _ServerGone(Exception):
+    """The pipe to the server broke: it died, or it gave up on this process."""
+
+
 def _serve(pipe: Connection, database_url: str, definitions: list[dict[str, Any]], configure_logging: Callable[[str], None], log_level: str) -> None:
     """The writer process: store each batch that arrives, answer how it went, until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server says when to stop
+    # Ctrl-C and a service manager's SIGTERM reach the whole group: the server, which still hands
+    # over its last batch, says when to stop (or its death closes the pipe).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(log_level)
     asyncio.run(_serve_batches(pipe, database_url, definitions))
 
@@ -141,11 +178,23 @@ async def _serve_batches(pipe: Connection, database_url: str, definitions: list[
 
     @asynccontextmanager
     async def lent_turn() -> AsyncIterator[None]:
-        await loop.run_in_executor(None, _exchange, pipe, _TURN)  # answered _GO
+        try:
+            go = await loop.run_in_executor(None, pipe_exchange, _TURN)
+        except (OSError, EOFError) as error:
+            raise _ServerGone from error
+        if go != _GO:
+            raise _ServerGone("the server is out of step")
         try:
             yield
         finally:
-            pipe.send(_DONE)
+            try:
+                pipe.send(_DONE)
+            except OSError as error:
+                raise _ServerGone from error
+
+    def pipe_exchange(message: str) -> Any:
+        pipe.send(message)
+        return pipe.recv()  # no time limit: the server may wait long for its turn
 
     store = Store(create_engine(database_url), writer_turn=lent_turn)
     writer = AuditWriter(FhirContext(store=store, search_parameters=search_registry(definitions)))
@@ -160,7 +209,7 @@ async def _serve_batches(pipe: Connection, database_url: str, definitions: list[
             answer = None
             try:
                 await writer.write(queued)
-            except (EOFError, BrokenPipeError):  # the server died while lending its turn
+            except _ServerGone:  # while lending its turn
                 return
             except Exception as error:
                 answer = _UNAVAILABLE if unavailable(error) else _REFUSED

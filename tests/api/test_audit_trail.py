@@ -299,6 +299,36 @@ async def test_the_writer_process_stores_the_events_and_a_new_one_takes_over_whe
     assert writer.pid is None
 
 
+async def test_records_the_writer_dies_on_twice_in_a_row_are_written_one_by_one(app: Any) -> None:
+    """A batch during which the writer process died twice in a row may be what kills it: the trail
+    then writes its records one by one, so a record that kills every writer cannot stop the trail."""
+    context = app.state.fhir
+    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), context.store.writer_turn, configure_logging, "WARNING")
+    trail = audit_service.AuditTrail(writer, context.clock)
+    anna = unique("anna")
+
+    async def kill_the_next_writer() -> None:
+        while writer.pid is None:  # until the trail starts a new one
+            await asyncio.sleep(0.001)
+        os.kill(writer.pid, signal.SIGKILL)
+
+    try:
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGKILL)
+        await trail.record(_patient_read(anna, "first", "Process"))
+        await trail.record(_patient_read(anna, "second", "Process"))
+        with pytest.raises(audit_service.WriterUnavailable):
+            await trail.flush()
+        killer = asyncio.create_task(kill_the_next_writer())
+        await trail.flush()  # the second death: one by one, each record by a writer of its own start
+        await killer
+    finally:
+        await trail.close()
+    found = orjson.loads(orjson.dumps(await search(context, "http://testserver", "AuditEvent", [("entity", f"Patient/{anna}")])))
+    request_ids = sorted(e["what"]["identifier"]["value"] for r in found.get("entry", []) for e in r["resource"]["entity"] if "identifier" in e["what"])
+    assert request_ids == ["first", "second"]
+
+
 async def test_on_sqlite_the_writer_process_writes_in_the_servers_turn(app: Any) -> None:
     """SQLite has one writer at a time: the writer process asks the server for its turn and writes
     nothing until it gets it, so the server's writers queue in order instead of polling SQLite's
