@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import Include, SearchQuery
 from app.storage.bulk import SqliteWriter, TableRows, insert_rows, sqlite_file, sqlite_statements
 from app.storage.engine import WRITE
+from app.storage.process_lock import ProcessLock
 from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version, token_index
 from app.storage.search_sql import (
     count_statement,
@@ -332,6 +333,14 @@ class StoreSession:
         if not self.pending:
             return
         creates, self.pending = self.pending, []
+        if self.connection.dialect.name == "sqlite":
+            # Multi-row INSERTs on the driver: SQLAlchemy's per-row parameter handling cost more
+            # than the inserts themselves, inside the transaction that holds SQLite's write lock.
+            try:
+                await insert_rows(self.connection, _new_rows(creates))
+            except IntegrityError:
+                raise _taken(creates) from None
+            return
         try:
             await self.connection.execute(
                 insert(resource),
@@ -341,9 +350,7 @@ class StoreSession:
                 ],
             )
         except IntegrityError:  # the transaction is lost either way: the error ends it
-            taken = creates[0] if len(creates) == 1 else None
-            message = f"{taken.type}/{taken.id} already exists" if taken else "A resource being created already exists"
-            raise FhirError(ErrorCategory.CONFLICT, message) from None
+            raise _taken(creates) from None
         await self.connection.execute(
             insert(resource_version),
             [
@@ -416,6 +423,21 @@ class StoreSession:
             await self.connection.execute(delete(table).where(table.c.type == resource_type, table.c.id == resource_id))
 
 
+def _new_rows(creates: Sequence[Create]) -> TableRows:
+    """The rows of new resources: current version, first history entry, index entries."""
+    indexed = [(c.type, c.id, c.index) for c in creates]
+    return [
+        (resource, [(c.type, c.id, 1, c.last_updated, False, c.content) for c in creates]),
+        (resource_version, [(c.type, c.id, 1, c.last_updated, "POST", c.content) for c in creates]),
+        *((table, _index_rows(table, indexed)) for table in INDEX_TABLES.values()),
+    ]
+
+
+def _taken(creates: Sequence[Create]) -> FhirError:
+    taken = creates[0] if len(creates) == 1 else None
+    return FhirError(ErrorCategory.CONFLICT, f"{taken.type}/{taken.id} already exists" if taken else "A resource being created already exists")
+
+
 def _index_rows(table: Table, indexed: Sequence[tuple[str, str, IndexEntries]]) -> list[tuple[Any, ...]]:
     """The rows of one index table for the resources, in its column order: type, id, the entry's
     values, and where the table sorts, the flags of the rows a sort by each parameter uses."""
@@ -476,6 +498,8 @@ class Store:
         self._lent_turn = writer_turn if engine.dialect.name == "sqlite" else None
         path = sqlite_file(engine)
         self._bulk = SqliteWriter(path) if path is not None else None
+        # Other processes on the same file (more workers) queue with this one's turns.
+        self._process_lock = ProcessLock(path) if path is not None and self._lent_turn is None else None
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[StoreSession]:
@@ -496,12 +520,7 @@ class Store:
         """Write creates of ids nobody else can hold (server-generated, never updated) in bulk, in a
         transaction of their own: much cheaper per row than `apply`, and on SQLite written in one go,
         so the writer's turn lasts as long as the write itself. `on_commit_of` does not see them."""
-        indexed = [(c.type, c.id, c.index) for c in creates]
-        tables: TableRows = [
-            (resource, [(c.type, c.id, 1, c.last_updated, False, c.content) for c in creates]),
-            (resource_version, [(c.type, c.id, 1, c.last_updated, "POST", c.content) for c in creates]),
-            *((table, _index_rows(table, indexed)) for table in INDEX_TABLES.values()),
-        ]
+        tables = _new_rows(creates)
         if self._bulk is None:
             async with self.writing() as session:
                 await insert_rows(session.connection, tables)
@@ -521,12 +540,13 @@ class Store:
         if self._sqlite_writer is None:
             yield
             return
-        async with asyncio.timeout(_SQLITE_BUSY_SECONDS):
-            await self._sqlite_writer.acquire()
-        try:
+        async with AsyncExitStack() as turn:
+            async with asyncio.timeout(_SQLITE_BUSY_SECONDS):
+                await self._sqlite_writer.acquire()
+                turn.callback(self._sqlite_writer.release)
+                if self._process_lock is not None:
+                    await turn.enter_async_context(self._process_lock.held())
             yield
-        finally:
-            self._sqlite_writer.release()
 
     async def close(self) -> None:
         if self._bulk is not None:
