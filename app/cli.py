@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
@@ -35,15 +36,13 @@ def main(argv: list[str] | None = None) -> None:
         if Settings().dev_mode and args.host not in _LOOPBACK:
             parser.exit(2, f"backpath: development mode serves without authentication; it listens on 127.0.0.1 only, not {args.host}\n")
 
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            access_log=False,  # our middleware logs requests without query strings
-            log_config=None,
-        )
+        # Our middleware logs requests, without query strings.
+        options: dict[str, Any] = {"app": "app.main:create_app", "factory": True, "access_log": False, "log_config": None}
+        if args.workers > 1:
+            from app import workers
+
+            sys.exit(workers.serve(args.host, args.port, args.workers, options))
+        uvicorn.run(host=args.host, port=args.port, **options)
     elif args.command == "export-openapi":
         Path(args.output).write_text(openapi_document() + "\n")
         print(f"wrote {args.output}", file=sys.stderr)
