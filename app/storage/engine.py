@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from app.storage.sqlite_inline import InlineConnection
 
 __all__ = ["WRITE", "DatabaseError", "RowsRefused", "create_engine"]
 
@@ -23,8 +26,14 @@ WRITE = "backpath_write"
 def create_engine(url: str) -> AsyncEngine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and write transactions that lock early."""
     if url.startswith("sqlite"):
-        # A pool big enough that connections (a thread and PRAGMAs each) are reused, not reopened.
-        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=20, max_overflow=10)
+        arguments, options = make_url(url).get_dialect()().create_connect_args(make_url(url))
+
+        async def connect() -> InlineConnection:
+            # BEGIN IMMEDIATE waits on a thread (see sqlite_inline): the connection moves between threads.
+            return InlineConnection(sqlite3.connect(arguments[0], **{**options, "timeout": 30, "check_same_thread": False}))
+
+        # A pool big enough that connections (PRAGMAs and page cache each) are reused, not reopened.
+        engine = create_async_engine(url, async_creator=connect, pool_size=20, max_overflow=10)
         _configure_sqlite(engine)
         return engine
     # JIT compilation costs ~140 ms on large search plans and never pays off for OLTP queries.
