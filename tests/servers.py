@@ -65,6 +65,7 @@ class Server:
         self.database_url = database_url
         self.log_path = log_path or log_dir / f"{name}-{self.port}.log"
         self.env = env
+        self.serve_options: list[str] = []  # more `backpath serve` options, e.g. --workers 2
         self.process: subprocess.Popen[bytes] | None = None
 
     def environment(self) -> dict[str, str]:
@@ -86,7 +87,7 @@ class Server:
     def start(self) -> Server:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process owns it until it ends
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.serve_options],
             cwd=ROOT,
             env=self.environment(),
             stdout=log,
@@ -125,7 +126,7 @@ class Server:
         self.process = None
 
     def children(self) -> list[int]:
-        """Process ids of the server's child processes (its audit writer)."""
+        """Process ids of the server's child processes (its audit writer, or its workers)."""
         assert self.process is not None
         found = []
         for entry in Path("/proc").iterdir():
