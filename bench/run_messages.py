@@ -211,15 +211,6 @@ def bench(kind: str, args: argparse.Namespace, wrk: str) -> dict[str, Any]:
     receiver = server("receiver", receiver_db, folder, RECEIVER, sender_address, receiver_port, args.workers)
     sender = server("sender", sender_db, folder, SENDER, receiver_address, sender_port, args.workers)
     try:
-        for made in (receiver, sender):
-            # Several workers installing the content into a fresh database at once collide
-            # (a core start-up race): one worker prepares the database first.
-            workers = made.command[-1]
-            made.command[-1] = "1"
-            made.start()
-            made.wait_ready()
-            made.stop()
-            made.command[-1] = workers
         receiver.start()
         sender.start()
         receiver.wait_ready()
@@ -267,7 +258,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
     parser.add_argument("--activations", type=int, default=200, help="referrals activated for the latency (default 200)")
     parser.add_argument("--pause", type=float, default=0.1, help="seconds between activations (default 0.1: 10 referrals a second)")
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes per server (default 1; 2 did not help on the shared 2-core machine)")
+    parser.add_argument("--workers", type=int, default=1, help="server worker processes per server (default 1)")
     parser.add_argument("--wrk", default=None)
     args = parser.parse_args()
     wrk = ensure_wrk(args.wrk)
