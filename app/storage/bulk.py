@@ -111,6 +111,11 @@ class SqliteWriter:
         SQLAlchemy's error (see `_database_error`), like any other database error."""
         await asyncio.get_running_loop().run_in_executor(self._thread, self._write, statements)
 
+    async def checkpoint(self) -> None:
+        """Copy committed pages from the WAL into the database file, on this thread. PASSIVE: it
+        neither waits for nor blocks readers and writers; what it cannot copy now, a later one does."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._checkpoint)
+
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
         self._thread.shutdown()
@@ -127,6 +132,12 @@ class SqliteWriter:
             if isinstance(error, sqlite3.Error):
                 raise _database_error(error) from error
             raise
+
+    def _checkpoint(self) -> None:
+        try:
+            (self._connection or self._connect()).execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            self._disconnect()  # the next checkpoint connects anew and copies what this one left
 
     def _connect(self) -> sqlite3.Connection:
         self._connection = sqlite3.connect(self._path, timeout=_BUSY_SECONDS, isolation_level=None)

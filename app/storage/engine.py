@@ -9,6 +9,7 @@ from sqlalchemy import event, make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from app.storage.bulk import sqlite_file
 from app.storage.sqlite_inline import InlineConnection
 
 __all__ = ["WRITE", "DatabaseError", "RowsRefused", "create_engine"]
@@ -44,6 +45,8 @@ def create_engine(url: str) -> AsyncEngine:
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:
+    on_file = sqlite_file(engine) is not None
+
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Leave transaction control to the "begin" hook below instead of the driver's implicit BEGIN.
@@ -57,6 +60,10 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         # Pages read through a mapping of the file: a connection's cache is dropped whenever another
         # connection wrote, and re-reading the pages a write touches cost ~10 % of a message's CPU.
         cursor.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
+        if on_file:
+            # The Store copies the WAL into the file on a thread (Store._checkpoint_soon), not at a
+            # commit on the event loop; a file's writers all go through a Store.
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -5,7 +5,8 @@ SQLAlchemy makes four such calls a statement (cursor, execute, fetch, close), ~0
 2-core machine against ~3 µs for the statement itself. A referral message's dozen statements
 spent ~10 ms there, most of it inside its write transaction, which holds SQLite's only write lock.
 Statements here run where they are called. The one that can wait on another process, BEGIN
-IMMEDIATE (SQLite's write lock), still waits on a thread, so a foreign writer never stalls the loop.
+IMMEDIATE (SQLite's write lock), waits on a thread when the lock is taken, so a foreign writer
+never stalls the loop.
 
 This is the surface of `aiosqlite.Connection` that SQLAlchemy's aiosqlite dialect and `bulk.py`
 use, nothing more; it is passed to the engine as its `async_creator`.
@@ -90,11 +91,11 @@ class InlineCursor:
         self._cursor.arraysize = value
 
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> InlineCursor:
-        if sql.lstrip()[:15].upper() == "BEGIN IMMEDIATE":
-            # May wait for another process's write lock (up to the busy timeout): not on the loop.
-            await asyncio.to_thread(self._cursor.execute, sql, parameters)
-        else:
+        if sql.lstrip()[:15].upper() != "BEGIN IMMEDIATE":
             self._cursor.execute(sql, parameters)
+        elif not _begin_at_once(self._cursor, sql):
+            # Another process holds the write lock: wait for it (up to the busy timeout) on a thread.
+            await asyncio.to_thread(self._cursor.execute, sql, parameters)
         return self
 
     async def executemany(self, sql: str, parameters: Sequence[Any]) -> InlineCursor:
@@ -112,6 +113,23 @@ class InlineCursor:
 
     async def close(self) -> None:
         self._cursor.close()
+
+
+def _begin_at_once(cursor: sqlite3.Cursor, sql: str) -> bool:
+    """BEGIN IMMEDIATE if the write lock is free now; False, and nothing begun, if it is not.
+    A write transaction that never waits never gives the loop to other requests while it holds
+    the lock (a thread hop did, and their validation then ran inside our transaction's time)."""
+    (timeout,) = cursor.execute("PRAGMA busy_timeout").fetchone()
+    cursor.execute("PRAGMA busy_timeout=0")
+    try:
+        cursor.execute(sql)
+        return True
+    except sqlite3.OperationalError as error:
+        if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+            raise
+        return False
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={int(timeout)}")
 
 
 class _Opening:
