@@ -524,13 +524,22 @@ class Store:
     def _checkpoint_soon(self) -> None:
         """On a SQLite file, copy the WAL into the database on a thread, at most every 0.25 s. The
         engine's connections do not (see engine.py): at the commit that crossed 1,000 pages, on the
-        event loop, a checkpoint stalled every request ~11 ms, every tenth referral message."""
+        event loop, a checkpoint stalled every request ~11 ms, every tenth referral message. Here
+        only writers wait for it."""
         if self._bulk is None or (self._checkpointing is not None and not self._checkpointing.done()):
             return
         now = time.monotonic()
         if now - self._checkpointed_at >= _CHECKPOINT_SECONDS:
             self._checkpointed_at = now
-            self._checkpointing = asyncio.create_task(self._bulk.checkpoint())
+            self._checkpointing = asyncio.create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        # In the writer turn, as SQLite's own checkpoint at a commit is: with writers appending
+        # meanwhile it could never copy the whole WAL, and only a whole one is started again from
+        # the beginning, so the WAL grew without end.
+        assert self._bulk is not None
+        async with self.writer_turn():
+            await self._bulk.checkpoint()
 
     async def insert_new(self, creates: Sequence[Create]) -> None:
         """Write creates of ids nobody else can hold (server-generated, never updated) in bulk, in a
