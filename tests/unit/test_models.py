@@ -68,3 +68,34 @@ def test_choice_element_list_is_exactly_what_the_r4b_models_know() -> None:
                 choices.setdefault(base, set()).add(key[len(base) :])
     vendored = json.loads(package_data.files("app.data").joinpath("choice-elements.json").read_text())
     assert {k: set(v) for k, v in vendored.items()} == choices
+
+
+def test_a_bundle_is_checked_entry_by_entry_with_paths_from_the_bundle() -> None:
+    nested = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Patient", "active": "maybe"}}]}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "total": "many",
+        "entry": [
+            {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "birthDate": "soon"}},
+            {"resource": {"resourceType": "Observation"}},
+            {"resource": {"resourceType": "Nonsense"}},
+            {"resource": nested},
+            {"resource": {"resourceType": "Practitioner", "active": True}},
+            {"resource": {"resourceType": "Patient", "name": [{"family": "bad\x01name"}]}},
+        ],
+    }
+    with pytest.raises(FhirError) as caught:
+        validate_resource(bundle, "Bundle")
+    assert caught.value.category is ErrorCategory.INVALID_RESOURCE
+    assert sorted(issue.expression[0] for issue in caught.value.issues) == [
+        "Bundle.entry[0].resource.birthDate",
+        "Bundle.entry[1].resource.code",
+        "Bundle.entry[2].resource",
+        "Bundle.entry[3].resource.entry[0].resource.active",
+        "Bundle.entry[5].resource.name[0].family",
+        "Bundle.total",
+    ]
+    assert all(issue.diagnostics.startswith(issue.expression[0]) for issue in caught.value.issues)
+    valid = {"resourceType": "Bundle", "type": "collection", "entry": [bundle["entry"][4], {"resource": {**nested, "entry": []}}]}
+    assert validate_resource(valid, "Bundle") is valid
