@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import orjson
 from sqlalchemy import Table, and_, delete, event, false, func, insert, or_, select, text, update
@@ -25,6 +25,7 @@ from app.fhir.search_query import Include, SearchQuery
 from app.storage.bulk import SqliteWriter, TableRows, insert_rows, sqlite_file, sqlite_statements
 from app.storage.engine import WRITE
 from app.storage.process_lock import ProcessLock
+from app.storage.rehearsal import Diverged, Recording
 from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version, token_index
 from app.storage.search_sql import (
     count_statement,
@@ -38,6 +39,7 @@ _CREATE_BATCH = 500
 _EXACT_BELOW = 1000  # `_total=estimate`: counting fewer matches than this is cheap, so count them
 _SQLITE_BUSY_SECONDS = 30  # as PRAGMA busy_timeout in engine.py
 _CHECKPOINT_SECONDS = 0.25
+T = TypeVar("T")
 
 __all__ = [
     "Create",
@@ -135,6 +137,7 @@ class StoreSession:
     # Creates are buffered and written together (one multi-row INSERT per table) before the next
     # read or other write and at commit: a transaction Bundle of 500 POSTs costs a few statements.
     pending: list[Create] = field(default_factory=list)
+    recording: Recording | None = None  # while the work is rehearsed (see `Store.rehearsed`)
 
     async def current(self, resource_type: str, resource_id: str) -> StoredVersion | None:
         """The latest version, deleted or not."""
@@ -335,32 +338,18 @@ class StoreSession:
         if not self.pending:
             return
         creates, self.pending = self.pending, []
-        if self.connection.dialect.name == "sqlite":
-            # Multi-row INSERTs on the driver: SQLAlchemy's per-row parameter handling cost more
-            # than the inserts themselves, inside the transaction that holds SQLite's write lock.
-            try:
-                await insert_rows(self.connection, _new_rows(creates))
-            except IntegrityError:
-                raise _taken(creates) from None
+        if self.recording is not None:
+
+            async def write(connection: AsyncConnection) -> bool:
+                await _insert_creates(connection, creates)
+                return True
+
+            self.recording.hold(write)
             return
         try:
-            await self.connection.execute(
-                insert(resource),
-                [
-                    {"type": c.type, "id": c.id, "version": 1, "last_updated": c.last_updated, "deleted": False, "content": c.content}
-                    for c in creates
-                ],
-            )
-        except IntegrityError:  # the transaction is lost either way: the error ends it
+            await _insert_creates(self.connection, creates)
+        except IntegrityError:  # on PostgreSQL the transaction is lost either way: the error ends it
             raise _taken(creates) from None
-        await self.connection.execute(
-            insert(resource_version),
-            [
-                {"type": c.type, "id": c.id, "version": 1, "last_updated": c.last_updated, "method": "POST", "content": c.content}
-                for c in creates
-            ],
-        )
-        await self._index([(c.type, c.id, c.index) for c in creates])
 
     async def _update(self, write: Update) -> None:
         new_version = write.expected_version + 1
@@ -377,7 +366,7 @@ class StoreSession:
             raise _changed_meanwhile(write.type, write.id)
         await self._record(write.type, write.id, new_version, write.last_updated, write.method, write.content)
         await self._unindex(write.type, write.id)
-        await self._index([(write.type, write.id, write.index)])
+        await _insert_index(self.connection, [(write.type, write.id, write.index)])
 
     async def _delete(self, write: Delete) -> None:
         new_version = write.expected_version + 1
@@ -413,16 +402,34 @@ class StoreSession:
         except IntegrityError:
             raise _changed_meanwhile(resource_type, resource_id) from None
 
-    async def _index(self, indexed: Sequence[tuple[str, str, IndexEntries]]) -> None:
-        for table in INDEX_TABLES.values():
-            rows = _index_rows(table, indexed)
-            if rows:
-                names = [c.name for c in table.columns]
-                await self.connection.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
-
     async def _unindex(self, resource_type: str, resource_id: str) -> None:
         for table in INDEX_TABLES.values():
             await self.connection.execute(delete(table).where(table.c.type == resource_type, table.c.id == resource_id))
+
+
+async def _insert_creates(connection: AsyncConnection, creates: Sequence[Create]) -> None:
+    if connection.dialect.name == "sqlite":
+        # Multi-row INSERTs on the driver: SQLAlchemy's per-row parameter handling cost more than
+        # the inserts themselves, inside the transaction that holds SQLite's write lock.
+        await insert_rows(connection, _new_rows(creates))
+        return
+    await connection.execute(
+        insert(resource),
+        [{"type": c.type, "id": c.id, "version": 1, "last_updated": c.last_updated, "deleted": False, "content": c.content} for c in creates],
+    )
+    await connection.execute(
+        insert(resource_version),
+        [{"type": c.type, "id": c.id, "version": 1, "last_updated": c.last_updated, "method": "POST", "content": c.content} for c in creates],
+    )
+    await _insert_index(connection, [(c.type, c.id, c.index) for c in creates])
+
+
+async def _insert_index(connection: AsyncConnection, indexed: Sequence[tuple[str, str, IndexEntries]]) -> None:
+    for table in INDEX_TABLES.values():
+        rows = _index_rows(table, indexed)
+        if rows:
+            names = [c.name for c in table.columns]
+            await connection.execute(insert(table), [dict(zip(names, row, strict=True)) for row in rows])
 
 
 def _new_rows(creates: Sequence[Create]) -> TableRows:
@@ -520,6 +527,34 @@ class Store:
                 yield session
                 await session.flush()
         self._checkpoint_soon()
+
+    async def rehearsed(self, work: Callable[[StoreSession], Awaitable[T]]) -> T:
+        """`work`'s result, as if it ran in one write transaction. On a SQLite file it is rehearsed
+        first, without the write lock (see rehearsal.py), and replayed if nothing it read changed;
+        the lock is then held only while its reads are checked and its writes made."""
+        recording = await self._rehearse(work) if self._bulk is not None else None
+        if recording is not None:
+            rehearsal, result = recording
+            try:
+                async with self.writing() as session:
+                    if await rehearsal.replay(session.connection):
+                        return result
+                    return await work(session)  # something it read has changed: the real run, in this turn
+            except Diverged:
+                pass
+        async with self.writing() as session:
+            return await work(session)
+
+    async def _rehearse(self, work: Callable[[StoreSession], Awaitable[T]]) -> tuple[Recording, T] | None:
+        async with self.engine.connect() as snapshot:  # its first read begins the snapshot
+            rehearsal = Recording(snapshot)
+            session = StoreSession(cast(AsyncConnection, rehearsal), writable=True, recording=rehearsal)
+            try:
+                result = await work(session)
+                await session.flush()
+            except Exception:  # refused, or it cannot be rehearsed: its run in the transaction decides
+                return None
+        return rehearsal, result
 
     def _checkpoint_soon(self) -> None:
         """On a SQLite file, copy the WAL into the database on a thread, at most every 0.25 s. The

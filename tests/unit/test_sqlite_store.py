@@ -1,19 +1,34 @@
 """The SQLite store on a real file: a write that finds SQLite's lock taken waits without stalling the
 event loop; writers of other processes queue on the file lock, and a wait given up leaves nothing
-held; the WAL is copied into the file by the store, not by a commit on the loop."""
+held; the WAL is copied into the file by the store, not by a commit on the loop; rehearsed work
+is replayed only when nothing it read has changed."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import (
+    Column,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    update,
+)
 
 from app.storage.engine import create_engine
 from app.storage.process_lock import ProcessLock
-from app.storage.repository import Store
+from app.storage.repository import Store, StoreSession
 
 
 async def _store(path: Path) -> Store:
@@ -102,3 +117,98 @@ async def test_the_store_checkpoints_the_wal_and_its_commits_do_not(tmp_path: Pa
         assert os.path.getsize(f"{path}-wal") < written / 2
     finally:
         await store.close()
+
+
+_rows = Table("t", MetaData(), Column("a", Integer), Column("b", LargeBinary))
+
+
+async def _count(session: StoreSession) -> int:
+    return int((await session.connection.execute(select(func.count()).select_from(_rows))).scalar_one())
+
+
+async def _values(store: Store) -> list[int]:
+    async with store.reading() as session:
+        return [row.a for row in await session.connection.execute(select(_rows.c.a).order_by(_rows.c.a))]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await _store(tmp_path / "store.db")
+    yield opened
+    await opened.close()
+
+
+async def test_rehearsed_work_runs_once_and_its_writes_land(store: Store) -> None:
+    calls = 0
+
+    async def work(session: StoreSession) -> int:
+        nonlocal calls
+        calls += 1
+        seen = await _count(session)
+        await session.connection.execute(insert(_rows).values(a=seen + 10))
+        return seen
+
+    assert await store.rehearsed(work) == 0
+    assert await store.rehearsed(work) == 1
+    assert calls == 2  # once per unit: replayed, never run again
+    assert await _values(store) == [10, 11]
+
+
+async def test_a_read_that_changed_meanwhile_runs_the_work_again_in_the_transaction(store: Store) -> None:
+    calls = 0
+
+    async def work(session: StoreSession) -> int:
+        nonlocal calls
+        calls += 1
+        seen = await _count(session)
+        if calls == 1:  # another writer commits while this one is being rehearsed
+            async with store.writing() as other:
+                await other.connection.execute(insert(_rows).values(a=1))
+        await session.connection.execute(insert(_rows).values(a=seen + 10))
+        return seen
+
+    assert await store.rehearsed(work) == 1
+    assert calls == 2
+    assert await _values(store) == [1, 11]  # nothing from the stale rehearsal
+
+
+async def test_a_read_after_a_write_and_sql_text_are_not_rehearsed(store: Store) -> None:
+    calls = 0
+
+    async def read_after_write(session: StoreSession) -> int:
+        nonlocal calls
+        calls += 1
+        await session.connection.execute(insert(_rows).values(a=1))
+        return await _count(session)
+
+    async def sql_text(session: StoreSession) -> None:
+        nonlocal calls
+        calls += 1
+        await session.connection.execute(text("INSERT INTO t (a) VALUES (2)"))
+
+    assert await store.rehearsed(read_after_write) == 1  # it sees its own write
+    await store.rehearsed(sql_text)
+    assert calls == 4  # each stopped at once in its rehearsal, then run in the transaction
+    assert await _values(store) == [1, 2]  # the text INSERT ran once, in the transaction
+
+
+async def test_a_write_that_does_not_do_what_was_rehearsed_rolls_back_and_runs_again(store: Store) -> None:
+    async with store.writing() as session:
+        await session.connection.execute(insert(_rows).values(a=1))
+    calls = 0
+
+    async def work(session: StoreSession) -> None:
+        nonlocal calls
+        calls += 1
+        await session.connection.execute(insert(_rows).values(a=2))
+        changed = await session.connection.execute(update(_rows).where(_rows.c.a == 1).values(b=b"x"))
+        if calls == 1:  # meanwhile, without a read of the work's to notice it, the row goes
+            async with store.writing() as other:
+                await other.connection.execute(delete(_rows).where(_rows.c.a == 1))
+        if changed.rowcount != 1:
+            raise LookupError("row 1 is gone")
+
+    with pytest.raises(LookupError):
+        await store.rehearsed(work)
+    assert calls == 2
+    assert await _values(store) == []  # the replayed insert was rolled back with the transaction

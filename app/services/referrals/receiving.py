@@ -28,6 +28,7 @@ from app.services.referrals.importing import refuse_unexpected
 from app.services.stored import format_instant
 from app.storage import outbox
 from app.storage.engine import DatabaseError
+from app.storage.repository import StoreSession
 
 __all__ = ["process_message"]
 
@@ -53,23 +54,24 @@ async def process_message(
         forged = f"The access token's client may not send as {message.source_endpoint} (BACKPATH_PARTNER_CLIENTS)"
         return _answer(context, us, body, "fatal-error", [Issue("error", "security", forged, ("MessageHeader.source.endpoint",))], to)
     digest = content_hash(body)
-    try:
-        async with context.store.writing() as session:
-            await session.lock(f"message:{message.id}")
-            earlier = await outbox.processed(session, message.id)
-            if earlier is not None:
-                if earlier.content_hash != digest:
-                    raise Rejected([Issue("error", "duplicate", f"MessageHeader id {message.id} was already used for another message", ("MessageHeader.id",))])
-                answer: dict[str, Any] = orjson.loads(earlier.ack)
-                return answer
-            refuse_unexpected(list(message.entries.items()))
-            exchange = await HANDLERS[message.event](Receipt(session, internal(context), us, to, message))
-            ack = _answer(context, us, body, "ok", [], to)
-            record = outbox.InboxRecord(
-                message.id, exchange, message.source_endpoint, digest, context.clock(), orjson.dumps(body), orjson.dumps(ack)
-            )
-            await outbox.record_processed(session, record)
+
+    async def process(session: StoreSession) -> dict[str, Any]:
+        await session.lock(f"message:{message.id}")
+        earlier = await outbox.processed(session, message.id)
+        if earlier is not None:
+            if earlier.content_hash != digest:
+                raise Rejected([Issue("error", "duplicate", f"MessageHeader id {message.id} was already used for another message", ("MessageHeader.id",))])
+            answer: dict[str, Any] = orjson.loads(earlier.ack)
+            return answer
+        refuse_unexpected(list(message.entries.items()))
+        exchange = await HANDLERS[message.event](Receipt(session, internal(context), us, to, message))
+        ack = _answer(context, us, body, "ok", [], to)
+        record = outbox.InboxRecord(message.id, exchange, message.source_endpoint, digest, context.clock(), orjson.dumps(body), orjson.dumps(ack))
+        await outbox.record_processed(session, record)
         return ack
+
+    try:
+        return await context.store.rehearsed(process)
     except Rejected as rejected:
         return _answer(context, us, body, "fatal-error", rejected.issues, to)
     except NotYet as waiting:
@@ -79,8 +81,8 @@ async def process_message(
             earlier = await outbox.processed(session, message.id)
         if earlier is None:
             return _answer(context, us, body, "transient-error", [Issue("error", "transient", "Processed concurrently; send again")], to)
-        answer = orjson.loads(earlier.ack)
-        return answer
+        again: dict[str, Any] = orjson.loads(earlier.ack)
+        return again
     except FhirError as error:
         if error.category is ErrorCategory.CONFLICT:  # a concurrent change of the same record
             return _answer(context, us, body, "transient-error", error.issues, to)

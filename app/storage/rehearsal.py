@@ -1,0 +1,103 @@
+"""A unit of write work rehearsed on a snapshot, then replayed in the write transaction.
+
+SQLite has one writer at a time. A referral message spends most of its write transaction checking,
+indexing and serialising the records it creates, not writing them. Rehearsed, that work runs while
+others write: its reads run on a snapshot and are recorded with the rows they returned, its writes
+are held back. In the write transaction the reads run again. When each returns the same rows,
+nothing the work decided on has changed (writers are serialised), so its writes are applied as
+they were held. Otherwise the work runs again, in the transaction. A read after a held-back write
+is not rehearsed (it would not see that write): the work then runs in the transaction from the start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["CannotRehearse", "Diverged", "Recording", "WriteStep"]
+
+# A held-back write, applied to the write transaction's connection: False when it did not do what
+# the rehearsal assumed.
+WriteStep = Callable[[AsyncConnection], Awaitable[bool]]
+
+
+class CannotRehearse(Exception):
+    """The work reads after writing, or needs the driver itself: it runs in the transaction."""
+
+
+class Diverged(Exception):
+    """A replayed write did not do what the rehearsal assumed: the transaction is rolled back."""
+
+
+class _HeldResult:
+    """What a held-back write returns: one row affected, which the replay checks if it was read."""
+
+    def __init__(self) -> None:
+        self.assumed = False
+
+    @property
+    def rowcount(self) -> int:
+        self.assumed = True
+        return 1
+
+
+@dataclass
+class Recording:
+    """Stands in for a write transaction's connection while the work is rehearsed on `snapshot`."""
+
+    snapshot: AsyncConnection
+    reads: list[tuple[Any, Any, Sequence[Any]]] = field(default_factory=list)
+    writes: list[WriteStep] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)  # the connection's info, given to the real one
+
+    @property
+    def dialect(self) -> Any:
+        return self.snapshot.dialect
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any:
+        if getattr(statement, "is_dml", False):
+            held = _HeldResult()
+
+            async def write(connection: AsyncConnection) -> bool:
+                result = await connection.execute(statement, parameters)
+                return not held.assumed or result.rowcount == 1
+
+            self.hold(write)
+            return held
+        if not getattr(statement, "is_select", False) or getattr(statement, "is_text", False):
+            raise CannotRehearse("only SQLAlchemy's own SELECTs are known to be reads")
+        if self.writes:
+            raise CannotRehearse("a read after a write")
+        frozen = (await self.snapshot.execute(statement, parameters)).freeze()
+        self.reads.append((statement, parameters, frozen.data))
+        return frozen()
+
+    async def exec_driver_sql(self, *_: Any) -> Any:
+        raise CannotRehearse("SQL on the driver")
+
+    async def get_raw_connection(self) -> Any:
+        raise CannotRehearse("the driver's connection")
+
+    def hold(self, write: WriteStep) -> None:
+        self.writes.append(write)
+
+    async def replay(self, connection: AsyncConnection) -> bool:
+        """In the write transaction on `connection`: False, with nothing written, when a read now
+        returns other rows; else the writes are made (`Diverged` when one does not do as assumed)."""
+        for statement, parameters, rows in self.reads:
+            if (await connection.execute(statement, parameters)).freeze().data != rows:
+                return False
+        try:
+            for write in self.writes:
+                if not await write(connection):
+                    raise Diverged
+        except IntegrityError:  # taken meanwhile, by a write the reads did not cover
+            raise Diverged from None
+        for key, value in self.info.items():
+            known = connection.info.get(key)
+            connection.info[key] = known | value if isinstance(known, set) and isinstance(value, set) else value
+        return True
