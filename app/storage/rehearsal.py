@@ -7,18 +7,23 @@ are held back. In the write transaction the reads run again. When each returns t
 nothing the work decided on has changed (writers are serialised), so its writes are applied as
 they were held. Otherwise the work runs again, in the transaction. A read after a held-back write
 is not rehearsed (it would not see that write): the work then runs in the transaction from the start.
+
+Replays queued while one is being committed are committed together, each under a savepoint of its
+own (group commit): one transaction, one commit and one WAL write of shared pages for many.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["CannotRehearse", "Diverged", "Recording", "WriteStep"]
+__all__ = ["CannotRehearse", "Diverged", "Recording", "Replays", "WriteStep"]
 
 # A held-back write, applied to the write transaction's connection: False when it did not do what
 # the rehearsal assumed.
@@ -101,3 +106,57 @@ class Recording:
             known = connection.info.get(key)
             connection.info[key] = known | value if isinstance(known, set) and isinstance(value, set) else value
         return True
+
+
+class Replays:
+    """Rehearsals waiting to be replayed; whoever finds none being committed commits all waiting."""
+
+    def __init__(self, transaction: Callable[[], AbstractAsyncContextManager[AsyncConnection]]) -> None:
+        self._transaction = transaction  # a write transaction's connection, committed when it ends
+        self._waiting: list[tuple[Recording, asyncio.Future[bool]]] = []
+        self._committing = asyncio.Lock()
+
+    async def replayed(self, rehearsal: Recording) -> bool:
+        """Whether `rehearsal` was replayed and committed. False: nothing of it was written, and its
+        work is to run in a transaction of its own (something it read changed, or the commit failed)."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        entry = (rehearsal, done)
+        self._waiting.append(entry)
+        try:
+            async with self._committing:
+                if not done.done():  # not in the batch committed before
+                    await self._commit()
+        finally:
+            if entry in self._waiting:  # cancelled, or no transaction could be opened
+                self._waiting.remove(entry)
+        return done.done() and done.result()
+
+    async def _commit(self) -> None:
+        batch: list[tuple[Recording, asyncio.Future[bool]]] = []
+        outcomes: list[bool] = []
+        committed = False
+        try:
+            async with self._transaction() as connection:
+                # taken in the write turn: with those that queued while it was awaited
+                batch, self._waiting = self._waiting, []
+                if len(batch) == 1:  # no savepoint needed: a replay that diverges rolls it all back
+                    outcomes.append(await batch[0][0].replay(connection))
+                else:
+                    outcomes += [await _replay_one(connection, rehearsal) for rehearsal, _ in batch]
+            committed = True
+        except Exception:  # nothing was written: each work runs on its own, and meets the error there
+            pass
+        finally:
+            for i, (_, done) in enumerate(batch):
+                if not done.done():
+                    done.set_result(committed and outcomes[i])
+
+
+async def _replay_one(connection: AsyncConnection, rehearsal: Recording) -> bool:
+    try:
+        async with connection.begin_nested():  # a replay that diverges takes only its own writes back
+            if not await rehearsal.replay(connection):
+                return False
+    except Diverged:
+        return False
+    return True

@@ -25,7 +25,7 @@ from app.fhir.search_query import Include, SearchQuery
 from app.storage.bulk import SqliteWriter, TableRows, insert_rows, sqlite_file, sqlite_statements
 from app.storage.engine import WRITE
 from app.storage.process_lock import ProcessLock
-from app.storage.rehearsal import Diverged, Recording
+from app.storage.rehearsal import Recording, Replays
 from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version, token_index
 from app.storage.search_sql import (
     count_statement,
@@ -509,6 +509,7 @@ class Store:
         self._bulk = SqliteWriter(path) if path is not None else None
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpointed_at = 0.0
+        self._replays = Replays(self._replaying)
         # Other processes on the same file (more workers) queue with this one's turns.
         self._process_lock = ProcessLock(path) if path is not None and self._lent_turn is None else None
 
@@ -530,20 +531,19 @@ class Store:
 
     async def rehearsed(self, work: Callable[[StoreSession], Awaitable[T]]) -> T:
         """`work`'s result, as if it ran in one write transaction. On a SQLite file it is rehearsed
-        first, without the write lock (see rehearsal.py), and replayed if nothing it read changed;
-        the lock is then held only while its reads are checked and its writes made."""
+        first, without the write lock (see rehearsal.py), and replayed if nothing it read changed,
+        with the replays of other requests in one transaction; the lock is then held only while
+        their reads are checked and their writes made."""
         recording = await self._rehearse(work) if self._bulk is not None else None
-        if recording is not None:
-            rehearsal, result = recording
-            try:
-                async with self.writing() as session:
-                    if await rehearsal.replay(session.connection):
-                        return result
-                    return await work(session)  # something it read has changed: the real run, in this turn
-            except Diverged:
-                pass
+        if recording is not None and await self._replays.replayed(recording[0]):
+            return recording[1]
         async with self.writing() as session:
             return await work(session)
+
+    @asynccontextmanager
+    async def _replaying(self) -> AsyncIterator[AsyncConnection]:
+        async with self.writing() as session:
+            yield session.connection
 
     async def _rehearse(self, work: Callable[[StoreSession], Awaitable[T]]) -> tuple[Recording, T] | None:
         async with self.engine.connect() as snapshot:  # its first read begins the snapshot

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     delete,
+    event,
     func,
     insert,
     select,
@@ -212,3 +213,47 @@ async def test_a_write_that_does_not_do_what_was_rehearsed_rolls_back_and_runs_a
         await store.rehearsed(work)
     assert calls == 2
     assert await _values(store) == []  # the replayed insert was rolled back with the transaction
+
+
+async def test_replays_that_queued_meanwhile_commit_together_and_one_that_diverges_runs_alone(store: Store) -> None:
+    commits = 0
+
+    @event.listens_for(store.engine.sync_engine, "commit")
+    def _committed(_connection: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    calls: list[int] = []
+    release = asyncio.Event()
+
+    async def blocker() -> None:  # holds the write turn while the others rehearse and queue
+        async with store.writing() as session:
+            await session.connection.execute(insert(_rows).values(a=1))
+            await release.wait()
+
+    def own_row(key: int) -> Callable[[StoreSession], Awaitable[None]]:
+        async def work(session: StoreSession) -> None:
+            calls.append(key)
+            if (await session.connection.execute(select(_rows.c.a).where(_rows.c.a == key))).first() is None:
+                await session.connection.execute(insert(_rows).values(a=key))
+
+        return work
+
+    async def counts_row_one(session: StoreSession) -> None:  # what it reads, the blocker changes
+        calls.append(100)
+        seen = (await session.connection.execute(select(func.count()).where(_rows.c.a == 1))).scalar_one()
+        await session.connection.execute(insert(_rows).values(a=100 + seen))
+
+    holding = asyncio.create_task(blocker())
+    await asyncio.sleep(0.05)
+    works = [asyncio.create_task(store.rehearsed(w)) for w in (own_row(2), own_row(3), counts_row_one, own_row(4))]
+    async with asyncio.timeout(10):
+        while len(calls) < 4:  # all rehearsed, all waiting for the turn
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    commits = 0
+    release.set()
+    await asyncio.wait_for(asyncio.gather(holding, *works), 10)
+    assert sorted(calls) == [2, 3, 4, 100, 100]  # only the one whose read changed ran again
+    assert commits == 3  # the blocker, the three replays together, the one that ran again
+    assert await _values(store) == [1, 2, 3, 4, 101]
