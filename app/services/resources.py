@@ -1,8 +1,9 @@
 """The instance and type interactions of the FHIR REST API: read, vread, create, update, patch, delete.
 
 Spec: https://hl7.org/fhir/R4/http.html. Each interaction has an `*_in` form that works inside a
-caller's transaction (used by transaction Bundles) and a form that opens its own. `access` is the
-caller's (the API passes the request's); the default is the server itself, for internal use.
+caller's transaction (used by transaction Bundles) and a form that opens its own, rehearsed (see
+`Store.rehearsed`: on SQLite, checking and indexing the resource happen outside the write lock).
+`access` is the caller's (the API passes the request's); the default is the server itself.
 """
 
 from __future__ import annotations
@@ -101,8 +102,7 @@ async def vread(
 async def create(
     context: FhirContext, resource_type: str, body: Any, if_none_exist: str | None = None, access: Access = TRUSTED
 ) -> WriteResult:
-    async with context.store.writing() as session:
-        return await create_in(session, context, resource_type, body, if_none_exist, access=access)
+    return await context.store.rehearsed(lambda session: create_in(session, context, resource_type, body, if_none_exist, access=access))
 
 
 async def create_in(
@@ -143,8 +143,7 @@ async def create_in(
 async def update(
     context: FhirContext, resource_type: str, resource_id: str, body: Any, if_match: int | None = None, access: Access = TRUSTED
 ) -> WriteResult:
-    async with context.store.writing() as session:
-        return await update_in(session, context, resource_type, resource_id, body, if_match, access=access)
+    return await context.store.rehearsed(lambda session: update_in(session, context, resource_type, resource_id, body, if_match, access=access))
 
 
 async def update_in(
@@ -198,8 +197,7 @@ async def update_in(
 async def update_conditionally(
     context: FhirContext, resource_type: str, criteria: str, body: Any, if_match: int | None = None, access: Access = TRUSTED
 ) -> WriteResult:
-    async with context.store.writing() as session:
-        return await update_conditionally_in(session, context, resource_type, criteria, body, if_match, access=access)
+    return await context.store.rehearsed(lambda session: update_conditionally_in(session, context, resource_type, criteria, body, if_match, access=access))
 
 
 async def update_conditionally_in(
@@ -231,8 +229,7 @@ async def update_conditionally_in(
 async def patch(
     context: FhirContext, resource_type: str, resource_id: str, operations: Any, if_match: int | None = None, access: Access = TRUSTED
 ) -> WriteResult:
-    async with context.store.writing() as session:
-        return await patch_in(session, context, resource_type, resource_id, operations, if_match, access=access)
+    return await context.store.rehearsed(lambda session: patch_in(session, context, resource_type, resource_id, operations, if_match, access=access))
 
 
 async def patch_in(
@@ -264,8 +261,7 @@ async def patch_in(
 async def delete(
     context: FhirContext, resource_type: str, resource_id: str, if_match: int | None = None, access: Access = TRUSTED
 ) -> StoredVersion | None:
-    async with context.store.writing() as session:
-        return await delete_in(session, context, resource_type, resource_id, if_match, access=access)
+    return await context.store.rehearsed(lambda session: delete_in(session, context, resource_type, resource_id, if_match, access=access))
 
 
 async def delete_in(
@@ -291,8 +287,7 @@ async def delete_in(
 
 
 async def conditional_delete(context: FhirContext, resource_type: str, criteria: str, access: Access = TRUSTED) -> StoredVersion | None:
-    async with context.store.writing() as session:
-        return await conditional_delete_in(session, context, resource_type, criteria, access=access)
+    return await context.store.rehearsed(lambda session: conditional_delete_in(session, context, resource_type, criteria, access=access))
 
 
 async def conditional_delete_in(
