@@ -63,5 +63,5 @@ def definition_cache(context: FhirContext) -> DefinitionCache:
     cache = _CACHES.get(context.store)
     if cache is None:
         cache = _CACHES[context.store] = DefinitionCache()
-        on_commit_of(context.store.engine, CACHED_TYPES, cache.clear)
+        on_commit_of(context.store.writes, CACHED_TYPES, cache.clear)
     return cache

@@ -25,8 +25,9 @@ WRITE = "backpath_write"
 _MMAP_BYTES = 1 << 30
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An engine for `url`; SQLite gets WAL, a busy timeout and write transactions that lock early."""
+def create_engine(url: str, connections: int = 20) -> AsyncEngine:
+    """An engine for `url` with a pool of `connections` (SQLite; more may open when all are in
+    use, unless it is one); SQLite gets WAL, a busy timeout and write transactions that lock early."""
     if url.startswith("sqlite"):
         arguments, options = make_url(url).get_dialect()().create_connect_args(make_url(url))
 
@@ -35,7 +36,7 @@ def create_engine(url: str) -> AsyncEngine:
             return InlineConnection(sqlite3.connect(arguments[0], **{**options, "timeout": 30, "check_same_thread": False}))
 
         # A pool big enough that connections (PRAGMAs and page cache each) are reused, not reopened.
-        engine = create_async_engine(url, async_creator=connect, pool_size=20, max_overflow=10)
+        engine = create_async_engine(url, async_creator=connect, pool_size=connections, max_overflow=0 if connections == 1 else connections // 2)
         _configure_sqlite(engine)
         return engine
     # JIT compilation costs ~140 ms on large search plans and never pays off for OLTP queries.

@@ -23,7 +23,7 @@ from app.fhir.index import IndexEntries
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import Include, SearchQuery
 from app.storage.bulk import SqliteWriter, TableRows, insert_rows, sqlite_file, sqlite_statements
-from app.storage.engine import WRITE
+from app.storage.engine import WRITE, create_engine
 from app.storage.process_lock import ProcessLock
 from app.storage.rehearsal import Recording, Replays
 from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version, token_index
@@ -501,11 +501,15 @@ class Store:
         """`writer_turn`: how a process other than the server's takes its turn to write to SQLite
         (the server lends its own); by default this store's own queue."""
         self.engine = engine
+        path = sqlite_file(engine)
+        # On a SQLite file writers have a connection of their own (the turn serialises them anyway):
+        # a writer holding the turn never waits for a reader to give a connection back, as it could
+        # when 50 clients' reads had taken the whole pool.
+        self.writes = create_engine(engine.url.render_as_string(hide_password=False), connections=1) if path is not None else engine
         # SQLite has one writer at a time; queueing writers here (first come, first served) replaces
         # its busy-handler polling, whose unfairness left some writes waiting for seconds under load.
         self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._lent_turn = writer_turn if engine.dialect.name == "sqlite" else None
-        path = sqlite_file(engine)
         self._bulk = SqliteWriter(path) if path is not None else None
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpointed_at = 0.0
@@ -521,7 +525,7 @@ class Store:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[StoreSession]:
         """One database transaction: committed when the block ends, rolled back on any exception."""
-        async with self.writer_turn(), self.engine.connect() as connection:
+        async with self.writer_turn(), self.writes.connect() as connection:
             connection = await connection.execution_options(**{WRITE: True})
             async with connection.begin():
                 session = StoreSession(connection, writable=True)
@@ -613,6 +617,8 @@ class Store:
             await self._checkpointing
         if self._bulk is not None:
             await self._bulk.close()
+        if self.writes is not self.engine:
+            await self.writes.dispose()
         await self.engine.dispose()
 
     async def ping(self) -> None:

@@ -218,7 +218,7 @@ async def test_a_write_that_does_not_do_what_was_rehearsed_rolls_back_and_runs_a
 async def test_replays_that_queued_meanwhile_commit_together_and_one_that_diverges_runs_alone(store: Store) -> None:
     commits = 0
 
-    @event.listens_for(store.engine.sync_engine, "commit")
+    @event.listens_for(store.writes.sync_engine, "commit")
     def _committed(_connection: object) -> None:
         nonlocal commits
         commits += 1

@@ -65,7 +65,7 @@ class DeliveryWorker:
         self._halting = False
 
     def start(self) -> None:
-        outbox.wake_on_commit(self.context.store.engine, self.wake.set)
+        outbox.wake_on_commit(self.context.store.writes, self.wake.set)
         self._task = asyncio.create_task(self._run(), name="backpath-delivery")
 
     async def halt(self) -> None:
