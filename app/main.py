@@ -104,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             None if settings.dev_mode else oauth.smart_security(settings),
         )
         if settings.audit:
-            writer = AuditProcess(settings.database_url, definitions, context.store.writer_turn, configure_logging, settings.log_level)
+            writer = AuditProcess(settings.database_url, definitions, configure_logging, settings.log_level)
             app.state.audit = AuditTrail(writer, context.clock)
         referrals.start(context)
         # What start-up built (models, search definitions, content) lives as long as the server: moved

@@ -8,9 +8,10 @@ its own runs on the other core and holds the write lock only while the database 
 The server's `AuditTrail` hands each batch over a pipe and waits for the answer, so its
 all-or-none, retry and flush rules hold as before. The writer process reads the database for the
 patients of resources the answer did not carry, and writes through its own engine. On SQLite it
-writes in the server's turn, lent over the pipe: the server's writers then queue behind it in order
-instead of polling in SQLite's busy handler, whose sleeps left them waiting well past the lock's
-release. It ends when told to, or when the pipe closes because the server died.
+queues for the write lock on the file lock beside the database, as another worker does. (It used to
+borrow the server's turn over the pipe: under 50 clients each hand-over waited for the server's
+busy event loop, and the lock stayed held for those waits, ~30 ms at p50 a batch.) It ends when told
+to, or when the pipe closes because the server died.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ import contextlib
 import logging
 import multiprocessing
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -30,7 +30,7 @@ from typing import Any
 from app.services.audit import AuditWriter, Queued, WriterUnavailable, unavailable
 from app.services.context import FhirContext, search_registry
 from app.storage.engine import create_engine
-from app.storage.repository import Store, WriterTurn
+from app.storage.repository import Store
 
 __all__ = ["AuditProcess", "WriterRefused"]
 
@@ -38,15 +38,13 @@ log = logging.getLogger("backpath.audit")
 
 _STOP_SECONDS = 30  # for the last batch at shutdown, then the process is killed
 # A writer that has not answered by then is stuck, not slow (a batch writes in well under a second):
-# it is killed and replaced, and a turn it was lent comes back.
+# it is killed and replaced.
 _ANSWER_SECONDS = 60
 # After this many deaths of the writer in a row, the records it was writing are taken to be what
 # kills it: the trail then writes them one by one and drops the one that cannot be written.
 _DEATHS_PER_BATCH = 2
 # Answers from the writer process: None when the batch is stored.
 _UNAVAILABLE, _REFUSED = "unavailable", "refused"
-# The writer asks for the server's turn to write to SQLite, gets it, and hands it back.
-_TURN, _GO, _DONE = "turn", "go", "done"
 
 
 class WriterRefused(Exception):
@@ -60,12 +58,10 @@ class AuditProcess:
         self,
         database_url: str,
         definitions: list[dict[str, Any]],
-        writer_turn: WriterTurn,
         configure_logging: Callable[[str], None],
         log_level: str,
     ) -> None:
         self._arguments = (database_url, definitions, configure_logging, log_level)
-        self._writer_turn = writer_turn
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-pipe")
         self._process: BaseProcess | None = None
         self._pipe: Connection | None = None
@@ -79,14 +75,9 @@ class AuditProcess:
         assert pipe is not None
         try:
             answer = await self._over(pipe, _exchange, queued)
-            while answer == _TURN:  # the events are ready to write: in this server's turn
-                async with self._writer_turn():
-                    if await self._over(pipe, _exchange, _GO) != _DONE:
-                        raise _OutOfStep
-                answer = await self._over(pipe, _receive)
             if answer not in (None, _UNAVAILABLE, _REFUSED):
                 raise _OutOfStep
-        # The process died, hangs, got no turn in time or is out of step (also when this write was
+        # The process died, hangs or is out of step (also when this write was
         # cancelled midway): it is replaced, and the trail keeps the batch for the new one.
         except BaseException as error:
             self._kill()
@@ -159,10 +150,6 @@ class _OutOfStep(Exception):
     """The writer process answered something the protocol does not expect now."""
 
 
-class _ServerGone(Exception):
-    """The pipe to the server broke: it died, or it gave up on this process."""
-
-
 def _serve(pipe: Connection, database_url: str, definitions: list[dict[str, Any]], configure_logging: Callable[[str], None], log_level: str) -> None:
     """The writer process: store each batch that arrives, answer how it went, until told to stop."""
     # Ctrl-C and a service manager's SIGTERM reach the whole group: the server, which still hands
@@ -175,28 +162,7 @@ def _serve(pipe: Connection, database_url: str, definitions: list[dict[str, Any]
 
 async def _serve_batches(pipe: Connection, database_url: str, definitions: list[dict[str, Any]]) -> None:
     loop = asyncio.get_running_loop()
-
-    @asynccontextmanager
-    async def lent_turn() -> AsyncIterator[None]:
-        try:
-            go = await loop.run_in_executor(None, pipe_exchange, _TURN)
-        except (OSError, EOFError) as error:
-            raise _ServerGone from error
-        if go != _GO:
-            raise _ServerGone("the server is out of step")
-        try:
-            yield
-        finally:
-            try:
-                pipe.send(_DONE)
-            except OSError as error:
-                raise _ServerGone from error
-
-    def pipe_exchange(message: str) -> Any:
-        pipe.send(message)
-        return pipe.recv()  # no time limit: the server may wait long for its turn
-
-    store = Store(create_engine(database_url), writer_turn=lent_turn)
+    store = Store(create_engine(database_url))
     writer = AuditWriter(FhirContext(store=store, search_parameters=search_registry(definitions)))
     try:
         while True:
@@ -209,8 +175,6 @@ async def _serve_batches(pipe: Connection, database_url: str, definitions: list[
             answer = None
             try:
                 await writer.write(queued)
-            except _ServerGone:  # while lending its turn
-                return
             except Exception as error:
                 answer = _UNAVAILABLE if unavailable(error) else _REFUSED
                 if answer == _REFUSED:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -51,13 +51,10 @@ __all__ = [
     "StoredVersion",
     "Update",
     "Write",
-    "WriterTurn",
     "on_commit_of",
 ]
 
 # Takes a turn to write to SQLite, held while the context is open.
-WriterTurn = Callable[[], AbstractAsyncContextManager[None]]
-
 # Connection info key: the resource types the open transaction wrote (see `on_commit_of`).
 _TYPES_WRITTEN = "backpath_types_written"
 
@@ -497,9 +494,7 @@ def _stored(row: Any) -> StoredVersion:
 class Store:
     """Opens sessions on the engine: plain ones for reads, one transaction per write unit."""
 
-    def __init__(self, engine: AsyncEngine, writer_turn: WriterTurn | None = None) -> None:
-        """`writer_turn`: how a process other than the server's takes its turn to write to SQLite
-        (the server lends its own); by default this store's own queue."""
+    def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         path = sqlite_file(engine)
         # On a SQLite file writers have a connection of their own (the turn serialises them anyway):
@@ -509,13 +504,12 @@ class Store:
         # SQLite has one writer at a time; queueing writers here (first come, first served) replaces
         # its busy-handler polling, whose unfairness left some writes waiting for seconds under load.
         self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
-        self._lent_turn = writer_turn if engine.dialect.name == "sqlite" else None
         self._bulk = SqliteWriter(path) if path is not None else None
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpointed_at = 0.0
         self._replays = Replays(self._replaying)
-        # Other processes on the same file (more workers) queue with this one's turns.
-        self._process_lock = ProcessLock(path) if path is not None and self._lent_turn is None else None
+        # Other processes on the same file (more workers, their audit writers) queue with this one's turns.
+        self._process_lock = ProcessLock(path) if path is not None else None
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[StoreSession]:
@@ -597,10 +591,6 @@ class Store:
     async def writer_turn(self) -> AsyncIterator[None]:
         """This process's turn to write to SQLite (no-op on PostgreSQL); given up after SQLite's own
         busy timeout, so a write waiting on another in the same task fails instead of hanging."""
-        if self._lent_turn is not None:
-            async with self._lent_turn():
-                yield
-            return
         if self._sqlite_writer is None:
             yield
             return

@@ -8,8 +8,6 @@ import asyncio
 import base64
 import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -277,7 +275,7 @@ async def test_the_writer_process_stores_the_events_and_a_new_one_takes_over_whe
     """The trail's writer runs in a process of its own. Killed between batches, it loses nothing
     handed to the trail: the flush that finds it gone says so, and the next batch starts a new one."""
     context = app.state.fhir
-    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), context.store.writer_turn, configure_logging, "WARNING")
+    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), configure_logging, "WARNING")
     trail = audit_service.AuditTrail(writer, context.clock)
     anna = unique("anna")
     try:
@@ -303,7 +301,7 @@ async def test_records_the_writer_dies_on_twice_in_a_row_are_written_one_by_one(
     """A batch during which the writer process died twice in a row may be what kills it: the trail
     then writes its records one by one, so a record that kills every writer cannot stop the trail."""
     context = app.state.fhir
-    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), context.store.writer_turn, configure_logging, "WARNING")
+    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), configure_logging, "WARNING")
     trail = audit_service.AuditTrail(writer, context.clock)
     anna = unique("anna")
 
@@ -329,22 +327,13 @@ async def test_records_the_writer_dies_on_twice_in_a_row_are_written_one_by_one(
     assert request_ids == ["first", "second"]
 
 
-async def test_on_sqlite_the_writer_process_writes_in_the_servers_turn(app: Any) -> None:
-    """SQLite has one writer at a time: the writer process asks the server for its turn and writes
-    nothing until it gets it, so the server's writers queue in order instead of polling SQLite's
-    busy handler. PostgreSQL takes concurrent writers: there it never asks."""
+async def test_on_sqlite_the_writer_process_queues_on_the_file_lock_with_the_servers_writers(app: Any) -> None:
+    """SQLite has one writer at a time: while the server holds its write turn (and with it the
+    file lock beside the database) the writer process writes nothing, and its batch lands as soon
+    as the turn ends; no one polls SQLite's busy handler. PostgreSQL takes concurrent writers."""
     context = app.state.fhir
     sqlite = context.store.engine.dialect.name == "sqlite"
-    asked: list[str] = []
-    given = asyncio.Event()
-
-    @asynccontextmanager
-    async def turn() -> AsyncIterator[None]:
-        asked.append("turn")
-        await given.wait()
-        yield
-
-    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), turn, configure_logging, "WARNING")
+    writer = AuditProcess(app.state.settings.database_url, official_search_parameters(), configure_logging, "WARNING")
     trail = audit_service.AuditTrail(writer, context.clock)
     anna = unique("anna")
 
@@ -354,18 +343,13 @@ async def test_on_sqlite_the_writer_process_writes_in_the_servers_turn(app: Any)
 
     try:
         await trail.record(_patient_read(anna, "in-turn", "Turn"))
-        flushing = asyncio.create_task(trail.flush())
-        if sqlite:
-            async with asyncio.timeout(30):
-                while not asked:
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
-            assert not flushing.done() and await written() == 0
-            given.set()
+        async with context.store.writer_turn():
+            flushing = asyncio.create_task(trail.flush())
+            await asyncio.sleep(1.0)  # the writer process has the batch and waits for the lock
+            assert flushing.done() is not sqlite
+            assert await written() == (0 if sqlite else 1)
         async with asyncio.timeout(30):
             await flushing
     finally:
-        given.set()
         await trail.close()
     assert await written() == 1
-    assert asked == (["turn"] if sqlite else [])
