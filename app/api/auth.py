@@ -7,6 +7,7 @@ services (403). In development mode every request gets full access, without a to
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -16,7 +17,15 @@ from app.api.errors import BearerChallenge
 from app.api.keys import JwksSource
 from app.security.access import DEVELOPMENT, Access
 from app.security.form_link import FormLinkRefused
-from app.security.tokens import InvalidToken, access_from_claims, route_token, select_key, verify_token
+from app.security.tokens import (
+    InvalidToken,
+    VerifiedTokens,
+    access_from_claims,
+    public_key,
+    route_token,
+    signing_jwk,
+    verify_token,
+)
 from app.services.form_links import FormLinks
 
 __all__ = ["ACCESS_SCOPE_KEY", "Authenticator", "RequestAccess", "request_access"]
@@ -35,6 +44,7 @@ class Authenticator:
         self._issuers = issuers
         self._audience = audience
         self._leeway = leeway
+        self._verified = VerifiedTokens(leeway)
 
     async def authenticate(self, authorization: str | None) -> Access:
         if not authorization:
@@ -48,16 +58,22 @@ class Authenticator:
             raise BearerChallenge(str(problem), invalid_token=True) from None
 
     async def _verify(self, token: str) -> Access:
+        known = self._verified.get(token, time.time())
+        if known is not None and known.jwk in await self._issuers[known.issuer].keys(refresh=False):
+            return known.access
         route = route_token(token)
         source = self._issuers.get(route.issuer)
         if source is None:
             raise InvalidToken("The access token is not from a trusted issuer")
-        key = select_key(await source.keys(refresh=False), route.kid, route.algorithm)
-        if key is None:  # perhaps the issuer rotated its keys
-            key = select_key(await source.keys(refresh=True), route.kid, route.algorithm)
-        if key is None:
+        jwk = signing_jwk(await source.keys(refresh=False), route.kid, route.algorithm)
+        if jwk is None:  # perhaps the issuer rotated its keys
+            jwk = signing_jwk(await source.keys(refresh=True), route.kid, route.algorithm)
+        if jwk is None or (key := public_key(jwk, route.algorithm)) is None:
             raise InvalidToken("The access token is signed with a key the issuer does not publish")
-        return access_from_claims(verify_token(token, key, route, audience=self._audience, leeway=self._leeway))
+        claims = verify_token(token, key, route, audience=self._audience, leeway=self._leeway)
+        access = access_from_claims(claims)
+        self._verified.remember(token, access, route.issuer, jwk, claims)
+        return access
 
 
 async def _access(request: Request, _credentials: Annotated[object, Depends(_bearer)]) -> Access:

@@ -103,6 +103,18 @@ async def test_a_rotated_key_is_picked_up_by_its_kid(secure_client: httpx.AsyncC
     assert (await secure_client.get("/Patient", params={"_count": "1"}, headers=_bearer(old))).status_code == 200
 
 
+async def test_a_token_that_got_in_is_refused_once_its_key_is_withdrawn(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
+    """A verified token is remembered, but only while its issuer still publishes the key that signed it."""
+    headers, signer = issuer.headers("user/Patient.rs"), issuer.current
+    assert (await secure_client.get("/Patient", params={"_count": "1"}, headers=headers)).status_code == 200
+    issuer.rotate()
+    issuer.keys.remove(signer)
+    issuer.publish()
+    # a token with the new key's kid makes the server read the JWKS again
+    assert (await secure_client.get("/Patient", params={"_count": "1"}, headers=issuer.headers("user/Patient.rs"))).status_code == 200
+    _assert_unauthorized(await secure_client.get("/Patient", params={"_count": "1"}, headers=headers))
+
+
 async def test_a_v1_scope_is_understood(secure_client: httpx.AsyncClient, issuer: Issuer) -> None:
     created = await secure_client.post("/Patient", json=patient(), headers=issuer.headers("user/*.write"))
     assert created.status_code == 201
