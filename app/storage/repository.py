@@ -567,10 +567,12 @@ class Store:
             self._checkpointing = asyncio.create_task(self._checkpoint())
 
     async def _checkpoint(self) -> None:
-        # In the writer turn, as SQLite's own checkpoint at a commit is: with writers appending
-        # meanwhile it could never copy the whole WAL, and only a whole one is started again from
-        # the beginning, so the WAL grew without end.
         assert self._bulk is not None
+        # Most of the WAL is copied while others write: a checkpoint in the writer turn held it
+        # ~9 ms at p50 and ~35 ms at p90 under the mixed load, every write waiting behind it.
+        await self._bulk.checkpoint()
+        # The little appended meanwhile is copied in the writer turn, where nothing is appended:
+        # only a WAL copied to its end is started again from the beginning; else it grows without end.
         async with self.writer_turn():
             await self._bulk.checkpoint()
 
