@@ -22,10 +22,12 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["SqliteWriter", "TableRows", "insert_rows", "sqlite_file", "sqlite_statements"]
+__all__ = ["SqliteWriter", "Statements", "TableRows", "insert_rows", "run_statements", "sqlite_file", "sqlite_statements"]
 
 # Rows per table: tuples in the table's column order, without its autoincrement column.
 TableRows = Sequence[tuple[Table, Sequence[tuple[Any, ...]]]]
+# SQL with its values, ready for the SQLite driver (see `sqlite_statements`).
+Statements = Sequence[tuple[str, Sequence[Any]]]
 # SQLite's smallest limit on a statement's parameters (SQLITE_MAX_VARIABLE_NUMBER before 3.32).
 _VARIABLES = 999
 _BUSY_SECONDS = 30  # as the engine's busy timeout
@@ -50,12 +52,11 @@ def _database_error(error: Exception) -> DBAPIError:
 
 async def insert_rows(connection: AsyncConnection, tables: TableRows) -> None:
     """Insert the rows of each table on `connection`, all or none: COPY on PostgreSQL."""
+    if connection.dialect.name != "postgresql":
+        await run_statements(connection, sqlite_statements(connection.dialect, tables))
+        return
     driver: Any = (await connection.get_raw_connection()).driver_connection
     try:
-        if connection.dialect.name != "postgresql":
-            for sql, values in sqlite_statements(connection.dialect, tables):
-                await driver.execute(sql, values)
-            return
         # SQLAlchemy's asyncpg adapter begins its transaction only at its first statement: without
         # this one each COPY would commit on its own, and a failure leave an event half written.
         async with driver.transaction():
@@ -63,6 +64,16 @@ async def insert_rows(connection: AsyncConnection, tables: TableRows) -> None:
                 if rows:
                     await driver.copy_records_to_table(table.name, records=rows, columns=[c.name for c in _columns(table)])
     except (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+        raise _database_error(error) from error
+
+
+async def run_statements(connection: AsyncConnection, statements: Statements) -> None:
+    """Run statements made by `sqlite_statements` on a SQLite connection's driver, in its transaction."""
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    try:
+        for sql, values in statements:
+            await driver.execute(sql, values)
+    except (sqlite3.Error, OSError) as error:
         raise _database_error(error) from error
 
 
@@ -74,7 +85,7 @@ def sqlite_file(engine: AsyncEngine) -> str | None:
     return url.database
 
 
-def sqlite_statements(dialect: Dialect, tables: TableRows) -> list[tuple[str, list[Any]]]:
+def sqlite_statements(dialect: Dialect, tables: TableRows) -> Statements:
     """Multi-row INSERTs of the rows, their values converted as the dialect stores them (dates in
     SQLite's text form, as every other write stores them): a few statements where `executemany`
     would give up and retake the interpreter lock once per row."""
@@ -106,7 +117,7 @@ class SqliteWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-bulk")
         self._connection: sqlite3.Connection | None = None  # used on the thread only
 
-    async def write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    async def write(self, statements: Statements) -> None:
         """Run `statements` in one transaction; a failure leaves nothing written and is raised as
         SQLAlchemy's error (see `_database_error`), like any other database error."""
         await asyncio.get_running_loop().run_in_executor(self._thread, self._write, statements)
@@ -120,7 +131,7 @@ class SqliteWriter:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._disconnect)
         self._thread.shutdown()
 
-    def _write(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> None:
+    def _write(self, statements: Statements) -> None:
         try:
             connection = self._connection or self._connect()
             connection.execute("BEGIN IMMEDIATE")

@@ -25,7 +25,7 @@ from app.fhir.search_query import Include, SearchQuery
 from app.storage.bulk import SqliteWriter, TableRows, insert_rows, sqlite_file, sqlite_statements
 from app.storage.engine import WRITE, create_engine
 from app.storage.process_lock import ProcessLock
-from app.storage.rehearsal import Recording, Replays
+from app.storage.rehearsal import HeldInserts, Recording, Replays
 from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version, token_index
 from app.storage.search_sql import (
     count_statement,
@@ -335,13 +335,8 @@ class StoreSession:
         if not self.pending:
             return
         creates, self.pending = self.pending, []
-        if self.recording is not None:
-
-            async def write(connection: AsyncConnection) -> bool:
-                await _insert_creates(connection, creates)
-                return True
-
-            self.recording.hold(write)
+        if self.recording is not None:  # only on SQLite
+            self.recording.hold(HeldInserts(sqlite_statements(self.connection.dialect, _new_rows(creates))))
             return
         try:
             await _insert_creates(self.connection, creates)

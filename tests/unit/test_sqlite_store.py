@@ -1,7 +1,7 @@
 """The SQLite store on a real file: a write that finds SQLite's lock taken waits without stalling the
 event loop; writers of other processes queue on the file lock, and a wait given up leaves nothing
 held; the WAL is copied into the file by the store, not by a commit on the loop; rehearsed work
-is replayed only when nothing it read has changed."""
+is replayed only when nothing it read has changed, and replays that only create share a savepoint."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,11 @@ from sqlalchemy import (
     update,
 )
 
+from app.fhir.outcome import ErrorCategory, FhirError
 from app.storage.engine import create_engine
+from app.storage.migrate import upgrade
 from app.storage.process_lock import ProcessLock
-from app.storage.repository import Store, StoreSession
+from app.storage.repository import Create, Store, StoreSession
 
 
 async def _store(path: Path) -> Store:
@@ -257,3 +260,52 @@ async def test_replays_that_queued_meanwhile_commit_together_and_one_that_diverg
     assert sorted(calls) == [2, 3, 4, 100, 100]  # only the one whose read changed ran again
     assert commits == 3  # the blocker, the three replays together, the one that ran again
     assert await _values(store) == [1, 2, 3, 4, 101]
+
+
+async def test_replays_that_only_create_share_one_savepoint_and_one_whose_id_was_taken_runs_alone(tmp_path: Path) -> None:
+    store = Store(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"))
+    await upgrade(store.engine)
+    savepoints = 0
+
+    @event.listens_for(store.writes.sync_engine, "before_cursor_execute")
+    def _counted(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        nonlocal savepoints
+        savepoints += statement.startswith("SAVEPOINT")
+
+    def create(resource_id: str) -> Callable[[StoreSession], Awaitable[None]]:
+        async def work(session: StoreSession) -> None:
+            await session.apply(Create("Basic", resource_id, b"{}", datetime(2026, 12, 1)))
+
+        return work
+
+    async def queued_behind(blocker: Callable[[StoreSession], Awaitable[None]], ids: list[str]) -> list[BaseException | None]:
+        release = asyncio.Event()
+
+        async def holding() -> None:  # holds the write turn while the creates rehearse and queue
+            async with store.writing() as session:
+                await blocker(session)
+                await release.wait()
+
+        held = asyncio.create_task(holding())
+        await asyncio.sleep(0.05)
+        works = [asyncio.create_task(store.rehearsed(create(i))) for i in ids]
+        await asyncio.sleep(0.1)
+        release.set()
+        await held
+        return list(await asyncio.wait_for(asyncio.gather(*works, return_exceptions=True), 10))
+
+    async def nothing(_session: StoreSession) -> None:
+        return None
+
+    try:
+        assert await queued_behind(nothing, ["a", "b", "c"]) == [None, None, None]
+        assert savepoints == 1  # one for the three
+        savepoints = 0
+        outcomes = await queued_behind(create("e"), ["d", "e", "f"])  # "e" is taken while they wait
+        assert outcomes[0] is None and outcomes[2] is None
+        assert isinstance(outcomes[1], FhirError) and outcomes[1].category is ErrorCategory.CONFLICT
+        assert savepoints == 4  # the run's, rolled back, then one each
+        async with store.reading() as session:
+            assert [await session.current("Basic", i) is not None for i in "abcdef"] == [True] * 6
+    finally:
+        await store.close()
