@@ -21,6 +21,9 @@ For each database it:
    which slowed later runs whether the trail was on or off); reports the medians: what it costs the throughput ceiling, and what it adds to a request's latency under
    the paced load (goal: within 10 %).
 
+With --per-kind the production server logs every request (BACKPATH_LOG_LEVEL=INFO, which costs it some
+throughput) and the server-side latency of each kind of request in the saturating run is printed.
+
 The CDS calls carry no client JWT (wrk cannot sign one per call): the servers run with
 BACKPATH_CDS_CLIENT_AUTH=0.
 wrk comes from Debian (`apt-get install wrk`); this script installs it when it is missing.
@@ -42,7 +45,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +154,7 @@ class Result:
 
     wrk: WrkResult
     mix: dict[str, int]
+    per_kind: dict[str, tuple[int, float, float]] | None = None  # kind: (requests, p50 ms, p99 ms), server-side
 
     @property
     def per_s(self) -> float:
@@ -198,12 +202,49 @@ def _measure(
         server.wait_ready()
         if args.warmup:
             run_wrk(wrk, server, args.warmup, args, ids_file, token)
+        logged_from = server.log_path.stat().st_size
         results = [run_wrk(wrk, server, seconds, args, ids_file, token)]
+        if args.per_kind:
+            results[0] = replace(results[0], per_kind=_latency_per_kind(server.log_path, logged_from))
         if paced:
             results.append(run_wrk(wrk, server, seconds, args, ids_file, token, args.think_ms))
         return results
     finally:
         server.stop()
+
+
+# The mix's kinds by the method and path the access log records (bench/wrk/mixed.lua).
+_KINDS = [
+    ("read-patient", "GET", re.compile(r"/Patient/[^/]+$")),
+    ("read-observation", "GET", re.compile(r"/Observation/[^/]+$")),
+    ("search-observations", "GET", re.compile(r"/Observation$")),
+    ("search-patient", "GET", re.compile(r"/Patient$")),
+    ("create-observation", "POST", re.compile(r"/Observation$")),
+    ("apply-pathway", "GET", re.compile(r"/PlanDefinition/[^/]+/\$apply$")),
+    ("cds-patient-view", "POST", re.compile(r"/cds-services/")),
+]
+
+
+def _latency_per_kind(log_path: Path, offset: int) -> dict[str, tuple[int, float, float]]:
+    """Requests, p50 and p99 (ms, as the server measured them) per kind, from the access log past `offset`."""
+    durations: dict[str, list[float]] = {kind: [] for kind, _, _ in _KINDS}
+    with log_path.open("rb") as logged:
+        logged.seek(offset)
+        for line in logged:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(entry, dict) or "duration_ms" not in entry:
+                continue
+            kind = next((k for k, method, path in _KINDS if entry.get("method") == method and path.search(str(entry.get("path", "")))), None)
+            if kind is not None:
+                durations[kind].append(float(entry["duration_ms"]))
+    return {kind: (len(d), *_percentiles(sorted(d))) for kind, d in durations.items() if d}
+
+
+def _percentiles(ordered: list[float]) -> tuple[float, float]:
+    return ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 def bench_database(db: str, url: str, args: argparse.Namespace, wrk: str, workdir: Path) -> dict[str, Any]:
@@ -220,7 +261,8 @@ def bench_database(db: str, url: str, args: argparse.Namespace, wrk: str, workdi
     finally:
         loader.stop()
     preloaded = _copy_database(url, url, PRELOADED)
-    server = _server(url, workdir / f"{db}-production.log", issuer.env(), args.workers)
+    env = {**issuer.env(), **({"BACKPATH_LOG_LEVEL": "INFO"} if args.per_kind else {})}
+    server = _server(url, workdir / f"{db}-production.log", env, args.workers)
     production = _measure(wrk, server, args, ids_file, token, args.duration, paced=True)
     for name, result in zip(("saturating", "paced"), production, strict=True):
         log(f"{db} production {name}: {result.per_s:.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, errors {result.errors}")
@@ -284,6 +326,11 @@ def render(rows: list[dict[str, Any]]) -> str:
                 f"| {row['db']} | {name} | {r.per_s:,.0f} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms | {r.wrk.non2xx} / {r.wrk.socket_errors} | "
                 f"{kinds} | {'met' if ok else 'missed'} |"
             )
+    per_kind = [(row["db"], row["production"][0].per_kind) for row in rows if row["production"][0].per_kind]
+    if per_kind:
+        lines += ["", "| db | kind (saturating, server-side) | requests | p50 | p99 |", "|---|---|---|---|---|"]
+        for db, kinds in per_kind:
+            lines += [f"| {db} | {kind} | {n} | {p50:.1f} ms | {p99:.1f} ms |" for kind, (n, p50, p99) in kinds.items()]
     lines += [
         "",
         "| db | saturating req/s, audit off / on | throughput cost | paced p50, off / on | paced p99, off / on | latency cost (p50) | goal (≤ 10 %) |",
@@ -330,6 +377,7 @@ def main() -> int:
     parser.add_argument("--think-ms", type=int, default=500, help="mean pause between a paced client's requests (default 500)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="server worker processes (default 1)")
+    parser.add_argument("--per-kind", action="store_true", help="log requests in the production run and print latency per kind")
     parser.add_argument("--preload", type=int, default=2000, help="Patients (each with an Observation) preloaded (default 2000)")
     args = parser.parse_args()
     THINK_LABEL[0] = args.think_ms
