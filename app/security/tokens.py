@@ -146,8 +146,8 @@ class Verified:
     access: Access
     issuer: str
     jwk: dict[str, Any]
-    not_before: float
-    expires: float
+    not_before: int
+    expires: int
 
 
 class VerifiedTokens:
@@ -165,7 +165,7 @@ class VerifiedTokens:
         verified = self._tokens.get(token)
         if verified is None:
             return None
-        if not verified.not_before - self._leeway <= now <= verified.expires + self._leeway:
+        if not verified.not_before - self._leeway <= now < verified.expires + self._leeway:  # as PyJWT decides
             del self._tokens[token]  # checked anew, it gets the error it deserves
             return None
         return verified
@@ -173,5 +173,5 @@ class VerifiedTokens:
     def remember(self, token: str, access: Access, issuer: str, jwk: dict[str, Any], claims: dict[str, Any]) -> None:
         if len(self._tokens) >= self._size:
             del self._tokens[next(iter(self._tokens))]
-        not_before = float(claims["nbf"]) if "nbf" in claims else 0.0  # both numbers: verify_token checked them
-        self._tokens[token] = Verified(access, issuer, jwk, not_before, float(claims["exp"]))
+        # int(), as PyJWT reads them: it took both (a float could overflow on a huge integer)
+        self._tokens[token] = Verified(access, issuer, jwk, int(claims.get("nbf", 0)), int(claims["exp"]))

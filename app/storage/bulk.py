@@ -63,7 +63,7 @@ async def insert_rows(connection: AsyncConnection, tables: TableRows) -> None:
             for table, rows in tables:
                 if rows:
                     await driver.copy_records_to_table(table.name, records=rows, columns=[c.name for c in _columns(table)])
-    except (sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
         raise _database_error(error) from error
 
 

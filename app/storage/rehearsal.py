@@ -10,8 +10,8 @@ is not rehearsed (it would not see that write): the work then runs in the transa
 
 Replays queued while one is being committed are committed together, each under a savepoint of its
 own (group commit): one transaction, one commit and one WAL write of shared pages for many. Replays
-that only insert new rows (creates with server-made ids: nothing to check) share one savepoint,
-their statements made before the write turn; they are replayed one by one only if one fails.
+that read nothing and only insert (creates) share one savepoint, their statements made before the
+write turn; they are replayed one by one only if one fails (an id taken meanwhile).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class _HeldResult:
 
 @dataclass(frozen=True)
 class HeldInserts:
-    """A held-back write of rows known to be new, as the driver's statements, made ahead of the
-    write turn (building them there cost a third of a create's time in it)."""
+    """Inserts of a rehearsal's creates, as the driver's statements, made ahead of the write turn
+    (building them there cost a third of a create's time in it)."""
 
     statements: Statements
 
