@@ -31,6 +31,16 @@ class ProcessLock:
         finally:
             os.close(fd)  # closing the descriptor releases its lock
 
+    def take(self) -> int:
+        """On a thread of its own: wait for the lock; the descriptor holding it, closed to let go."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
     async def _acquire(self) -> int:
         # A descriptor per turn: a lock belongs to its open file, so a wait abandoned below can
         # never hand its late lock to a later turn of this process.

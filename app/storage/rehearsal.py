@@ -9,9 +9,10 @@ they were held. Otherwise the work runs again, in the transaction. A read after 
 is not rehearsed (it would not see that write): the work then runs in the transaction from the start.
 
 Replays queued while one is being committed are committed together, each under a savepoint of its
-own (group commit): one transaction, one commit and one WAL write of shared pages for many. Replays
-that read nothing and only insert (creates) share one savepoint, their statements made before the
-write turn; they are replayed one by one only if one fails (an id taken meanwhile).
+own (group commit): one transaction, one commit and one WAL write of shared pages for many. Work
+that read nothing and only inserts (a create) is not replayed at all: the store has its rows
+inserted by the bulk writer (bulk.py). Only when that fails is it replayed here; such replays share
+one savepoint, and are replayed one by one only if one fails (an id taken meanwhile).
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.storage.bulk import Statements, run_statements
+from app.storage.bulk import Statements, StoredRows, insert_statements, run_statements
 
 __all__ = ["CannotRehearse", "Diverged", "HeldInserts", "Recording", "Replays", "WriteStep"]
 
@@ -57,10 +59,14 @@ class _HeldResult:
 
 @dataclass(frozen=True)
 class HeldInserts:
-    """Inserts of a rehearsal's creates, as the driver's statements, made ahead of the write turn
-    (building them there cost a third of a create's time in it)."""
+    """Inserts of a rehearsal's creates, their rows converted ahead of the write turn (building them
+    there cost a third of a create's time in it)."""
 
-    statements: Statements
+    rows: Sequence[StoredRows]
+
+    @cached_property
+    def statements(self) -> Statements:
+        return insert_statements(self.rows)
 
     async def __call__(self, connection: AsyncConnection) -> bool:
         await run_statements(connection, self.statements)

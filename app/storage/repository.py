@@ -13,17 +13,19 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
+from weakref import WeakKeyDictionary
 
 import orjson
 from sqlalchemy import Table, and_, delete, event, false, func, insert, or_, select, text, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app.fhir.index import IndexEntries
 from app.fhir.outcome import ErrorCategory, FhirError
 from app.fhir.search_query import Include, SearchQuery
-from app.storage.bulk import SqliteWriter, TableRows, insert_rows, sqlite_file, sqlite_statements
-from app.storage.engine import WRITE, create_engine
+from app.storage.bulk import SqliteWriter, TableRows, insert_rows, sqlite_file, sqlite_rows
+from app.storage.engine import WRITE, DatabaseError, create_engine
 from app.storage.process_lock import ProcessLock
 from app.storage.rehearsal import HeldInserts, Recording, Replays
 from app.storage.schema import INDEX_TABLES, SORT_COLUMNS, resource, resource_version, token_index
@@ -336,7 +338,7 @@ class StoreSession:
             return
         creates, self.pending = self.pending, []
         if self.recording is not None:  # only on SQLite
-            self.recording.hold(HeldInserts(sqlite_statements(self.connection.dialect, _new_rows(creates))))
+            self.recording.hold(HeldInserts(sqlite_rows(self.connection.dialect, _new_rows(creates))))
             return
         try:
             await _insert_creates(self.connection, creates)
@@ -529,10 +531,13 @@ class Store:
         """`work`'s result, as if it ran in one write transaction. On a SQLite file it is rehearsed
         first, without the write lock (see rehearsal.py), and replayed if nothing it read changed,
         with the replays of other requests in one transaction; the lock is then held only while
-        their reads are checked and their writes made."""
+        their reads are checked and their writes made. Work that read nothing and only created
+        (a create with a server-assigned id) is not replayed: the bulk writer inserts its rows."""
         recording = await self._rehearse(work) if self._bulk is not None else None
-        if recording is not None and await self._replays.replayed(recording[0]):
-            return recording[1]
+        if recording is not None:
+            rehearsal, result = recording
+            if (rehearsal.inserts_only and await self._inserted(rehearsal)) or await self._replays.replayed(rehearsal):
+                return result
         async with self.writing() as session:
             return await work(session)
 
@@ -551,6 +556,21 @@ class Store:
             except Exception:  # refused, or it cannot be rehearsed: its run in the transaction decides
                 return None
         return rehearsal, result
+
+    async def _inserted(self, rehearsal: Recording) -> bool:
+        """Whether the inserts of a rehearsal that only inserts were written by the bulk writer, in one
+        transaction with others queued meanwhile. False: nothing was (an id taken meanwhile, or the
+        store cannot write now); its replay in a transaction tells which."""
+        assert self._bulk is not None
+        rows = [rows for write in rehearsal.writes if isinstance(write, HeldInserts) for rows in write.rows]
+        if rows:
+            try:
+                await self._bulk.insert(rows)
+            except DatabaseError:
+                return False
+            _committed(self.writes, rehearsal.info.get(_TYPES_WRITTEN, set()))
+            self._checkpoint_soon()
+        return True
 
     def _checkpoint_soon(self) -> None:
         """On a SQLite file, copy the WAL into the database on a thread, at most every 0.25 s. The
@@ -571,8 +591,7 @@ class Store:
         await self._checkpointer.checkpoint()
         # The little appended meanwhile is copied in the writer turn, where nothing is appended:
         # only a WAL copied to its end is started again from the beginning; else it grows without end.
-        async with self.writer_turn():
-            await self._checkpointer.checkpoint()
+        await self._checkpointer.checkpoint(in_turn=True)
 
     async def insert_new(self, creates: Sequence[Create]) -> None:
         """Write creates of ids nobody else can hold (server-generated, never updated) in bulk, in a
@@ -583,9 +602,7 @@ class Store:
             async with self.writing() as session:
                 await insert_rows(session.connection, tables)
             return
-        statements = sqlite_statements(self.engine.dialect, tables)
-        async with self.writer_turn():
-            await self._bulk.write(statements)
+        await self._bulk.insert(sqlite_rows(self.engine.dialect, tables))
 
     @asynccontextmanager
     async def writer_turn(self) -> AsyncIterator[None]:
@@ -620,8 +637,24 @@ class Store:
 def on_commit_of(engine: AsyncEngine, resource_types: Collection[str], callback: Callable[[], None]) -> None:
     """Call `callback` each time a transaction that wrote (created, updated or deleted) a resource of
     one of `resource_types` has committed; a rollback forgets what it wrote."""
-    watched = frozenset(resource_types)
+    watchers = _watchers.get(engine.sync_engine)
+    if watchers is None:
+        watchers = _watchers[engine.sync_engine] = []
+        _watch(engine)
+    watchers.append((frozenset(resource_types), callback))
 
+
+# Per engine, the resource types each `on_commit_of` callback watches.
+_watchers: WeakKeyDictionary[Engine, list[tuple[frozenset[str], Callable[[], None]]]] = WeakKeyDictionary()
+
+
+def _committed(engine: AsyncEngine, resource_types: set[str]) -> None:
+    for watched, callback in _watchers.get(engine.sync_engine, ()):
+        if watched & resource_types:
+            callback()
+
+
+def _watch(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "rollback")
     def _rolled_back(connection: Any) -> None:
         if not connection.invalidated:  # reading `info` of a lost connection would raise over the real error
@@ -630,5 +663,4 @@ def on_commit_of(engine: AsyncEngine, resource_types: Collection[str], callback:
     # The connection's return to the pool comes after its commit; the `commit` event fires before it.
     @event.listens_for(engine.sync_engine, "checkin")
     def _returned(_dbapi_connection: Any, record: Any) -> None:
-        if watched & record.info.pop(_TYPES_WRITTEN, set()):
-            callback()
+        _committed(engine, record.info.pop(_TYPES_WRITTEN, set()))

@@ -1,7 +1,8 @@
 """The SQLite store on a real file: a write that finds SQLite's lock taken waits without stalling the
 event loop; writers of other processes queue on the file lock, and a wait given up leaves nothing
 held; the WAL is copied into the file by the store, not by a commit on the loop; rehearsed work
-is replayed only when nothing it read has changed, and replays that only create share a savepoint."""
+is replayed only when nothing it read has changed, and work that only creates is written by the
+bulk writer, with others that queued meanwhile."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from app.fhir.outcome import ErrorCategory, FhirError
 from app.storage.engine import create_engine
 from app.storage.migrate import upgrade
 from app.storage.process_lock import ProcessLock
-from app.storage.repository import Create, Store, StoreSession
+from app.storage.repository import Create, Store, StoreSession, on_commit_of
 
 
 async def _store(path: Path) -> Store:
@@ -262,15 +263,16 @@ async def test_replays_that_queued_meanwhile_commit_together_and_one_that_diverg
     assert await _values(store) == [1, 2, 3, 4, 101]
 
 
-async def test_replays_that_only_create_share_one_savepoint_and_one_whose_id_was_taken_runs_alone(tmp_path: Path) -> None:
+async def test_replays_that_only_create_are_written_in_one_go_and_one_whose_id_was_taken_runs_alone(tmp_path: Path) -> None:
     store = Store(create_engine(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"))
     await upgrade(store.engine)
-    savepoints = 0
+    statements: list[str] = []
+    committed: list[str] = []
+    on_commit_of(store.writes, ["Basic"], lambda: committed.append("Basic"))
 
     @event.listens_for(store.writes.sync_engine, "before_cursor_execute")
-    def _counted(_connection: object, _cursor: object, statement: str, *_: object) -> None:
-        nonlocal savepoints
-        savepoints += statement.startswith("SAVEPOINT")
+    def _seen(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement.split(" ", 1)[0])
 
     def create(resource_id: str) -> Callable[[StoreSession], Awaitable[None]]:
         async def work(session: StoreSession) -> None:
@@ -292,6 +294,8 @@ async def test_replays_that_only_create_share_one_savepoint_and_one_whose_id_was
         await asyncio.sleep(0.1)
         release.set()
         await held
+        statements.clear()
+        committed.clear()
         return list(await asyncio.wait_for(asyncio.gather(*works, return_exceptions=True), 10))
 
     async def nothing(_session: StoreSession) -> None:
@@ -299,12 +303,15 @@ async def test_replays_that_only_create_share_one_savepoint_and_one_whose_id_was
 
     try:
         assert await queued_behind(nothing, ["a", "b", "c"]) == [None, None, None]
-        assert savepoints == 1  # one for the three
-        savepoints = 0
+        assert statements == []  # written by the bulk writer, not in a transaction of the engine's
+        assert committed == ["Basic"] * 3  # the definitions' cache, say, hears of each
         outcomes = await queued_behind(create("e"), ["d", "e", "f"])  # "e" is taken while they wait
         assert outcomes[0] is None and outcomes[2] is None
         assert isinstance(outcomes[1], FhirError) and outcomes[1].category is ErrorCategory.CONFLICT
-        assert savepoints == 4  # the run's, rolled back, then one each
+        # Written together they failed: replayed in one transaction instead, under one savepoint
+        # (rolled back), then one each; "e" then runs on its own and meets the conflict.
+        assert statements.count("SAVEPOINT") == 4
+        assert committed == ["Basic"]
         async with store.reading() as session:
             assert [await session.current("Basic", i) is not None for i in "abcdef"] == [True] * 6
     finally:
