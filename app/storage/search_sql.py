@@ -69,15 +69,19 @@ def _like_prefix(text: str) -> str:
 _PROBED = frozenset({date_index.name, number_index.name, quantity_index.name})
 
 
-def _having(table: Table, resource_type: str, id_column: ColumnElement[Any], param: str, *conditions: Condition) -> Condition:
-    """The resource has an index row for `param` that meets the conditions."""
-    if table.name in _PROBED:
+def _having(
+    table: Table, resource_type: str, id_column: ColumnElement[Any], param: str, *conditions: Condition, probe: bool = False
+) -> Condition:
+    """The resource has an index row for `param` that meets the conditions; `probe`: looked up per
+    candidate, as range criteria always are."""
+    if probe or table.name in _PROBED:
         return exists().where(table.c.type == resource_type, table.c.id == id_column, table.c.param == param, *conditions)
     return id_column.in_(select(table.c.id).where(table.c.type == resource_type, table.c.param == param, *conditions))
 
 
-def criterion_condition(criterion: Criterion, resource_type: str, id_column: ColumnElement[Any]) -> Condition:
-    """The criterion as a condition on the resource of `resource_type` whose id is `id_column`."""
+def criterion_condition(criterion: Criterion, resource_type: str, id_column: ColumnElement[Any], *, probe: bool = False) -> Condition:
+    """The criterion as a condition on the resource of `resource_type` whose id is `id_column`;
+    `probe`: checked on each candidate the other criteria find (see `_conditions`)."""
     if criterion.kind == "id":
         return id_column.in_(criterion.values)
     if criterion.kind == "or":
@@ -96,7 +100,7 @@ def criterion_condition(criterion: Criterion, resource_type: str, id_column: Col
     matches = or_(*(value_condition(table, value, criterion.modifier) for value in criterion.values))
     if criterion.kind == "token" and criterion.modifier == "not":
         return not_(_having(table, resource_type, id_column, criterion.param, matches))
-    return _having(table, resource_type, id_column, criterion.param, matches)
+    return _having(table, resource_type, id_column, criterion.param, matches, probe=probe)
 
 
 def _token(table: Table, value: Any, modifier: str | None) -> Condition:
@@ -245,10 +249,15 @@ def _has(criterion: Criterion, resource_type: str, id_column: ColumnElement[Any]
 
 def _conditions(query: SearchQuery) -> list[Condition]:
     live = [] if any(_needs_index_rows(c) for c in query.criteria) else [resource.c.deleted == false()]
+    # A reference names one resource (a patient's data): its few ids are where to start. A code
+    # next to it often matches a large share of the type (every STarT Back score of every patient):
+    # as an id list of its own SQLite materialised it in full, 1.5 ms at 7,000 Observations for
+    # each `$apply`; probed on the reference's ids it costs a lookup each.
+    narrowed = any(c.kind == "reference" and c.modifier is None for c in query.criteria)
     return [
         resource.c.type == query.resource_type,
         *live,
-        *(criterion_condition(c, query.resource_type, resource.c.id) for c in query.criteria),
+        *(criterion_condition(c, query.resource_type, resource.c.id, probe=narrowed and c.kind != "reference") for c in query.criteria),
     ]
 
 
