@@ -173,7 +173,7 @@ class SqliteWriter:
         self._thread.submit(self._write_queued)
         try:
             await asyncio.wait_for(asyncio.shield(queued.done), _BUSY_SECONDS)
-        except (TimeoutError, asyncio.CancelledError) as stopped:  # cancelled: at shut-down
+        except (TimeoutError, asyncio.CancelledError) as stopped:
             if queued.claim.abandon():  # still waiting for the lock: nothing of it is written
                 if isinstance(stopped, TimeoutError):
                     raise _database_error(sqlite3.OperationalError("the write lock stayed taken")) from None
@@ -200,23 +200,22 @@ class SqliteWriter:
         try:
             fd = self._lock.take()
         except OSError as unreachable:
-            fd, error = None, _database_error(unreachable)
+            fd, error = None, unreachable
         try:
             while not self._queue.empty():
                 queued = self._queue.get_nowait()
                 if queued.claim.start():
                     batch.append(queued)
             if batch and error is None:
-                try:
-                    self._write(insert_statements([rows for queued in batch for rows in queued.rows]))
-                except Exception as failed:
-                    error = failed
+                self._write(insert_statements([rows for queued in batch for rows in queued.rows]))
+        except Exception as failed:
+            error = failed
         finally:
             if fd is not None:
                 os.close(fd)
-        for queued in batch:
-            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits for it
-                queued.loop.call_soon_threadsafe(_settle, queued.done, error)
+            for queued in batch:  # each claimed write is settled, whatever happened
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits for it
+                    queued.loop.call_soon_threadsafe(_settle, queued.done, error)
 
     def _write(self, statements: Statements) -> None:
         try:
@@ -225,10 +224,8 @@ class SqliteWriter:
             for sql, values in statements:
                 connection.execute(sql, values)
             connection.execute("COMMIT")
-        except Exception as error:  # not only sqlite3's: a value it cannot bind must not leave the lock held
+        except Exception:  # not only sqlite3's: a value it cannot bind must not leave the lock held
             self._disconnect()  # which rolls back what was begun; the next write connects anew
-            if isinstance(error, sqlite3.Error):
-                raise _database_error(error) from error
             raise
 
     def _checkpoint(self, in_turn: bool) -> None:
@@ -248,6 +245,8 @@ class SqliteWriter:
         # writer re-read most of them each batch once the database outgrew it (a 20 % throughput
         # cost of the audit trail at 250 MB, none with this).
         self._connection.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+        # Its commits never checkpoint, holding the lock: the Store does (see `Store._checkpoint_soon`).
+        self._connection.execute("PRAGMA wal_autocheckpoint=0")
         return self._connection
 
     def _disconnect(self) -> None:
@@ -286,9 +285,13 @@ class _Queued:
 
 
 def _settle(done: asyncio.Future[None], error: Exception | None) -> None:
+    """On the caller's loop: its outcome, a database error of its own (one shared by the batch's
+    callers would collect each one's traceback)."""
     if done.done():
         return
     if error is None:
         done.set_result(None)
+    elif isinstance(error, sqlite3.Error | OSError):
+        done.set_exception(_database_error(error))
     else:
         done.set_exception(error)

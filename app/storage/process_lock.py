@@ -3,7 +3,9 @@
 SQLite lets one writer in at a time; a second process that finds the write lock taken waits in
 SQLite's busy handler, which sleeps up to 100 ms between tries. Two server workers spent most of
 their time asleep there and wrote half as much as one. Waiting in the kernel instead, a worker is
-woken the moment the other lets go, and turns go first come, first served.
+woken the moment the other lets go. The kernel does not queue the waiters (a writer that lets go and
+asks again may win again), but every writer's turn is short: under the mixed load, 50 clients and 2
+workers, an audit batch waited p99 210-224 ms, at most 0.29 s, for its turn and write.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ __all__ = ["ProcessLock"]
 
 
 class ProcessLock:
-    """Exclusive across processes; within a process the caller queues its tasks first (one waiter)."""
+    """Exclusive across processes (and between open files of one process): `held` on the event loop,
+    `take` on a thread of its own."""
 
     def __init__(self, database_file: str) -> None:
         self.path = f"{database_file}-writer.lock"

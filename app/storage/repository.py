@@ -498,12 +498,14 @@ class Store:
         # a writer holding the turn never waits for a reader to give a connection back, as it could
         # when 50 clients' reads had taken the whole pool.
         self.writes = create_engine(engine.url.render_as_string(hide_password=False), connections=1) if path is not None else engine
-        # SQLite has one writer at a time; queueing writers here (first come, first served) replaces
-        # its busy-handler polling, whose unfairness left some writes waiting for seconds under load.
+        # SQLite has one writer at a time; queueing this process's transactions here (first come,
+        # first served) replaces its busy-handler polling, whose unfairness left some writes waiting
+        # for seconds under load. The bulk writer's thread (creates, audit events) and checkpoints
+        # queue on the file lock only.
         self._sqlite_writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
         self._bulk = SqliteWriter(path) if path is not None else None
         # Checkpoints on a thread and connection of their own: one outside the writer turn must
-        # never make a bulk write inside the turn wait for it.
+        # never make a bulk write wait for it.
         self._checkpointer = SqliteWriter(path) if path is not None else None
         self._checkpointing: asyncio.Task[None] | None = None
         self._checkpointed_at = 0.0
@@ -568,6 +570,8 @@ class Store:
                 await self._bulk.insert(rows)
             except DatabaseError:
                 return False
+            # What a replay would have merged into the connection's info: only what it wrote (work
+            # that marks more, such as the outbox, also updates, so it is never inserts only).
             _committed(self.writes, rehearsal.info.get(_TYPES_WRITTEN, set()))
             self._checkpoint_soon()
         return True
@@ -606,8 +610,9 @@ class Store:
 
     @asynccontextmanager
     async def writer_turn(self) -> AsyncIterator[None]:
-        """This process's turn to write to SQLite (no-op on PostgreSQL); given up after SQLite's own
-        busy timeout, so a write waiting on another in the same task fails instead of hanging."""
+        """This process's turn to write a transaction to SQLite (no-op on PostgreSQL); given up after
+        SQLite's own busy timeout, so a write waiting on another in the same task fails instead of
+        hanging."""
         if self._sqlite_writer is None:
             yield
             return

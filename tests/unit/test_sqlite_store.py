@@ -291,7 +291,9 @@ async def test_replays_that_only_create_are_written_in_one_go_and_one_whose_id_w
         held = asyncio.create_task(holding())
         await asyncio.sleep(0.05)
         works = [asyncio.create_task(store.rehearsed(create(i))) for i in ids]
-        await asyncio.sleep(0.1)
+        async with asyncio.timeout(10):
+            while store._bulk is None or store._bulk._queue.qsize() < len(ids):  # all queued
+                await asyncio.sleep(0.01)
         release.set()
         await held
         statements.clear()
