@@ -26,6 +26,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union_all,
 )
 
 from app.fhir.outcome import ErrorCategory, FhirError
@@ -225,13 +226,18 @@ _VALUE_CONDITIONS: dict[str, Callable[[Table, Any, str | None], Condition]] = {
 
 def _chain(criterion: Criterion, resource_type: str, id_column: ColumnElement[Any]) -> Condition:
     link = reference_index.alias("chain_link")
+    # One id list per target type, united: with an OR of the types in one list SQLite walked every
+    # reference of the parameter instead of seeking the matching targets' rows.
     per_target = [
-        and_(link.c.target_type == target, criterion_condition(inner, target, link.c.target_id))
+        select(link.c.id).where(
+            link.c.type == resource_type,
+            link.c.param == criterion.param,
+            link.c.target_type == target,
+            criterion_condition(inner, target, link.c.target_id),
+        )
         for target, inner in zip(criterion.target_types, criterion.values, strict=True)
     ]
-    return id_column.in_(
-        select(link.c.id).where(link.c.type == resource_type, link.c.param == criterion.param, or_(*per_target))
-    )
+    return id_column.in_(union_all(*per_target) if len(per_target) > 1 else per_target[0])
 
 
 def _has(criterion: Criterion, resource_type: str, id_column: ColumnElement[Any]) -> Condition:
@@ -469,13 +475,11 @@ def forward_include_statement(include: Include, source_ids: Sequence[str]) -> Se
 
 def reverse_include_statement(include: Include, target_type: str, target_ids: Sequence[str]) -> Select[Any]:
     """(type, id) of the `include.source_type` resources that point at the targets."""
-    return (
-        select(reference_index.c.type, reference_index.c.id)
-        .where(
-            reference_index.c.type == include.source_type,
-            reference_index.c.param == include.param,
-            reference_index.c.target_type == target_type,
-            reference_index.c.target_id.in_(target_ids),
-        )
-        .distinct()
+    # No DISTINCT (the caller keeps a set): with it SQLite walked every reference of the parameter
+    # in id order (3 ms at 20,000 Observations, growing) rather than seek the targets' few rows.
+    return select(reference_index.c.type, reference_index.c.id).where(
+        reference_index.c.type == include.source_type,
+        reference_index.c.param == include.param,
+        reference_index.c.target_type == target_type,
+        reference_index.c.target_id.in_(target_ids),
     )

@@ -263,6 +263,24 @@ async def test_sort_puts_resources_without_the_value_last_and_pages_both_ways(cl
     assert backwards == order[: len(backwards)] and len(backwards) == len(order) - len(pages[-1]["entry"])
 
 
+@pytest.mark.parametrize("sort", ["subject", "-subject"])
+async def test_sort_by_a_reference_orders_by_the_target_and_pages(client: httpx.AsyncClient, sort: str) -> None:
+    """A reference sorts by its target's id (no index walks it: it sorts the matches)."""
+    code = unique("ref-sort")
+    subjects = [await _create(client, patient()) for _ in range(3)]
+    created = [await _create(client, observation(f"Patient/{subjects[i % 3]['id']}", code=code)) for i in range(5)]
+    created.append(await _create(client, {k: v for k, v in observation("Patient/x", code=code).items() if k != "subject"}))
+    with_subject = sorted(created[:5], key=lambda r: (r["subject"]["reference"], r["id"]), reverse=sort.startswith("-"))
+    expected = [r["id"] for r in with_subject] + [created[5]["id"]]  # no subject: last either way
+    url: str | None = f"/Observation?code={code}&_sort={sort}&_count=2"
+    order: list[str] = []
+    while url:
+        page = (await client.get(url)).json()
+        order += [e["resource"]["id"] for e in page.get("entry", [])]
+        url = next((lk["url"] for lk in page["link"] if lk["relation"] == "next"), None)
+    assert order == expected
+
+
 async def test_paging_holds_while_others_insert(client: httpx.AsyncClient) -> None:
     """1,000 matches paged 50 at a time while new matching resources keep arriving: every original
     match is seen exactly once."""
