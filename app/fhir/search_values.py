@@ -135,6 +135,8 @@ def number_range(text: str) -> NumberRange | None:
 
 def normalise(text: str) -> str:
     """Case- and accent-insensitive form of a string, for string search."""
+    if text.isascii():  # nothing to decompose, and ASCII's casefold is lower (most text: 3x faster)
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
