@@ -191,6 +191,9 @@ BEGIN
   END IF;
 END
 \$\$;
+-- DROP DATABASE ... WITH (FORCE), as the tests and benches recreate their databases, also ends an
+-- autovacuum worker busy there: allowed only with pg_signal_backend.
+GRANT pg_signal_backend TO $DB_USER;
 DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE);
 CREATE DATABASE $DB_NAME OWNER $DB_USER ENCODING 'UTF8' TEMPLATE template0;
 SQL
