@@ -35,10 +35,7 @@ __all__ = ["FLUSH_SECONDS", "AuditTrail", "AuditWriter", "EventWriter", "Queued"
 
 log = logging.getLogger("backpath.audit")
 
-# Each commit rewrites the pages at the end of every index the events touch: batches twice as
-# large cost ~15 % less per event on SQLite (two audit processes on two cores, at 0.25 s: ~100
-# events a batch). The price is the crash window, 0.5 s of events.
-FLUSH_SECONDS = 0.5
+FLUSH_SECONDS = 0.25
 # Past this many queued records a request waits for the writer: the trail slows the server down
 # rather than fall behind without bound.
 MAX_QUEUED = 5000
